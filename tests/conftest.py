@@ -1,0 +1,15 @@
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def papermill(out:Path, cwd:Path=ROOT, nb:str='nbs/train.ipynb', timeout:int=300, **params) -> subprocess.CompletedProcess:
+    "Run the training notebook through papermill's command line, as a user would."
+    args = [a for k, v in params.items() for a in ('-p', k, str(v))]
+    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}
+    return subprocess.run([sys.executable, '-m', 'papermill', nb, str(out), *args, '--no-progress-bar'],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+@pytest.fixture
+def root() -> Path: return ROOT

@@ -1,0 +1,32 @@
+"A training run killed mid-way resumes from its checkpoint when started again with the same name."
+import json, os, signal, subprocess, sys, time
+from conftest import papermill, ROOT
+from opsbook.bundle import load_bundle
+
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    params = dict(epochs=8, size=16, run_name='resumable', out_dir=tmp_path/'run', wandb_mode='disabled')
+    args = [a for k, v in params.items() for a in ('-p', k, str(v))]
+    p = subprocess.Popen([sys.executable, '-m', 'papermill', 'nbs/train.ipynb', str(tmp_path/'first.ipynb'), *args],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state, deadline = tmp_path/'run'/'checkpoint'/'state.json', time.time() + 240
+    try:
+        while time.time() < deadline and p.poll() is None:
+            if state.exists() and json.loads(state.read_text())['epoch'] >= 2: break
+            time.sleep(0.2)
+        assert p.poll() is None, 'the run ended before it could be interrupted'
+        os.killpg(p.pid, signal.SIGKILL)
+    finally:
+        if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    done = json.loads(state.read_text())['epoch']
+    assert 2 <= done < 7 and not (tmp_path/'run'/'bundle').exists()
+
+    r = papermill(tmp_path/'second.ipynb', **params)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (tmp_path/'second.ipynb').read_text()
+    assert f'at epoch {done + 1} of 8' in report
+    assert f'epoch {done} ' not in report and 'epoch 7 ' in report
+    b = load_bundle(tmp_path/'run'/'bundle')
+    assert b.card.params['resumed_from_epoch'] == done + 1
+    assert b.card.metrics['valid_accuracy'] > 0.9
+    assert not (tmp_path/'run'/'checkpoint').exists()

@@ -1,0 +1,47 @@
+"The papermill training run end to end: parameters, bundle, ONNX-vs-torch agreement, bad parameters."
+import json
+import numpy as np, pytest, torch
+from PIL import Image
+from conftest import papermill, ROOT
+from opsbook.bundle import load_bundle, torch_model, preprocess
+from opsbook.data import digits_folder, scan_folder
+
+def outputs(nb_path) -> str:
+    nb = json.loads(nb_path.read_text())
+    return '\n'.join(''.join(o.get('text', '')) + ''.join(o.get('data', {}).get('text/plain', ''))
+                     for c in nb['cells'] if c['cell_type'] == 'code' for o in c.get('outputs', []))
+
+def test_run_from_nbs_writes_a_bundle_that_onnx_and_torch_agree_on(tmp_path):
+    r = papermill(tmp_path/'report.ipynb', cwd=ROOT/'nbs', nb='train.ipynb', lr=1e-3, epochs=3, size=16,
+                  out_dir=tmp_path/'run', run_name='e2e', wandb_mode='offline')
+    assert r.returncode == 0, r.stderr[-3000:]
+    b = load_bundle(tmp_path/'run'/'bundle')
+    assert b.card.params['lr'] == 1e-3 and b.card.params['epochs'] == 3 and b.card.input.size == 16
+    assert b.card.data['fingerprint'] and 'commit' in b.card.git
+    test = scan_folder(digits_folder()).split('test')
+    imgs = [Image.open(p) for p in test.path]
+    probs, emb = b.predict(imgs)
+    with torch.no_grad(): ref = torch_model(b)(torch.from_numpy(preprocess(imgs, b.spec))).softmax(1).numpy()
+    assert (probs.argmax(1) == ref.argmax(1)).all()
+    assert np.abs(probs - ref).max() < 1e-4
+    acc = (np.array(b.classes)[probs.argmax(1)] == test.label.values).mean()
+    assert acc == pytest.approx(b.card.metrics['test_accuracy'], abs=0.005)
+    assert acc > 0.8
+    assert not (tmp_path/'run'/'checkpoint').exists()
+    assert list((tmp_path/'run'/'wandb').glob('offline-run-*'))
+    assert 'test accuracy: torch' in outputs(tmp_path/'report.ipynb')
+
+@pytest.mark.parametrize('param,value,message', [
+    ('arch', 'vgg16', 'unknown arch'),
+    ('lr', -1, 'lr: Input should be greater than 0'),
+    ('data_dir', '/no/such/folder', 'is not a folder'),
+])
+def test_bad_parameters_fail_in_the_first_cells(tmp_path, param, value, message):
+    r = papermill(tmp_path/'report.ipynb', out_dir=tmp_path/'run', **{param: value})
+    assert r.returncode != 0
+    assert message in r.stderr
+    nb = json.loads((tmp_path/'report.ipynb').read_text())
+    code = [c for c in nb['cells'] if c['cell_type'] == 'code']
+    failed = next(i for i, c in enumerate(code) if any(o['output_type'] == 'error' for o in c['outputs']))
+    assert 'TrainConfig.check' in ''.join(code[failed]['source'])
+    assert failed <= 3 and not (tmp_path/'run'/'bundle').exists()
