@@ -1,5 +1,5 @@
 "The papermill training run end to end: parameters, bundle, ONNX-vs-torch agreement, bad parameters."
-import json
+import json, shutil, subprocess
 import numpy as np, pytest, torch
 from PIL import Image
 from conftest import papermill, ROOT
@@ -30,6 +30,16 @@ def test_run_from_nbs_writes_a_bundle_that_onnx_and_torch_agree_on(tmp_path):
     assert not (tmp_path/'run'/'checkpoint').exists()
     assert list((tmp_path/'run'/'wandb').glob('offline-run-*'))
     assert 'test accuracy: torch' in outputs(tmp_path/'report.ipynb')
+    assert b.card.evaluation['test']['accuracy'] == pytest.approx(acc)
+    assert (tmp_path/'run'/'bundle'/'evaluation'/'test'/'confusion.png').exists()
+
+    r = subprocess.run(['opsbook-evaluate', '--bundle', str(tmp_path/'run'/'bundle'), '--split', 'valid'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_bundle(tmp_path/'run'/'bundle').card.evaluation['valid']['n'] == 270
+    odd = tmp_path/'odd'
+    for c in ('0', 'cat'): shutil.copytree(digits_folder()/'test'/'0', odd/c)
+    r = subprocess.run(['opsbook-evaluate', '--bundle', str(tmp_path/'run'/'bundle'), '--data', str(odd), '--split', 'test'], capture_output=True, text=True)
+    assert r.returncode == 1 and "classes the model does not know: ['cat']" in r.stderr
 
 @pytest.mark.parametrize('param,value,message', [
     ('arch', 'vgg16', 'unknown arch'),
