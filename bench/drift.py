@@ -2,10 +2,9 @@
 
 `python bench/drift.py --bundle runs/<run>/bundle`; prints the timings and writes bench/drift.json.
 """
-import argparse, io, json, os, platform, sqlite3, tempfile, time
+import argparse, json, os, platform, sqlite3, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
-import numpy as np
 from fastapi.testclient import TestClient
 from opsbook.bundle import load_bundle
 from opsbook.data import digits_folder, scan_folder

@@ -5,7 +5,7 @@ per-request endpoint (bench/eager_server.py), for the digits bundle and a ResNet
 `python bench/serve.py --bundle runs/<run>/bundle [--seconds 10]`; prints a table, writes bench/serve.json.
 Needs wrk (Debian package `wrk`).
 """
-import argparse, io, json, os, platform, shutil, socket, sqlite3, subprocess, sys, tempfile, time
+import argparse, json, os, platform, shutil, socket, sqlite3, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 import httpx

@@ -28,3 +28,9 @@ def small_bundle(tmp_path_factory) -> Path:
     learn.fit_one_cycle(4, 1e-2)
     card = dict(name='digits-test', architecture='digitnet', classes=list(dls.vocab), input=dls.spec, metrics={}, data={}, params={})
     return write_bundle(learn.model, tmp_path_factory.mktemp('bundle')/'bundle', card, scan.split('valid'))
+
+@pytest.fixture(scope='session')
+def test_items():
+    "The digits test split: path and label of each image."
+    from opsbook.data import digits_folder, scan_folder
+    return scan_folder(digits_folder()).split('test')

@@ -1,8 +1,7 @@
 "A person's view: headless Chromium loads the page, uploads a digit and sees the predicted class."
 import shutil
 import pytest
-from conftest import ROOT
-from test_serve import Server, test_items
+from test_serve import Server
 
 chromium = shutil.which('chromium')
 pytestmark = pytest.mark.skipif(not chromium and not __import__('os').environ.get('CI'), reason='Debian chromium not installed')

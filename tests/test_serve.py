@@ -1,9 +1,8 @@
 "A real `opsbook-serve` process on 127.0.0.1: correct answers, concurrency, an exact request log, graceful SIGTERM."
-import asyncio, os, shutil, signal, socket, sqlite3, subprocess, sys, time
+import asyncio, shutil, signal, socket, sqlite3, subprocess, time
 from pathlib import Path
-import httpx, numpy as np, pytest
+import httpx, numpy as np
 from opsbook.bundle import load_bundle
-from opsbook.data import digits_folder, scan_folder
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,9 +31,6 @@ class Server:
 
     def logged(self) -> list[str]:
         with sqlite3.connect(self.db) as db: return [r[0] for r in db.execute('select request_id from predictions')]
-
-@pytest.fixture(scope='module')
-def test_items(): return scan_folder(digits_folder()).split('test')
 
 async def post_many(url, paths, concurrency) -> list:
     "POST each of `paths` to /predict with at most `concurrency` in flight; the responses, or the exceptions."
