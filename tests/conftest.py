@@ -17,17 +17,8 @@ def root() -> Path: return ROOT
 @pytest.fixture(scope='session')
 def small_bundle(tmp_path_factory) -> Path:
     "A digits bundle trained for a few seconds: enough to exercise serving."
-    from opsbook.data import digits_folder, scan_folder, image_dls
-    from opsbook.learner import create_learner
-    from opsbook.bundle import write_bundle
-    from fastai.vision.all import set_seed
-    scan = scan_folder(digits_folder())
-    dls = image_dls(scan, size=16)
-    set_seed(0)
-    learn = create_learner(dls)
-    learn.fit_one_cycle(4, 1e-2)
-    card = dict(name='digits-test', architecture='digitnet', classes=list(dls.vocab), input=dls.spec, metrics={}, data={}, params={})
-    return write_bundle(learn.model, tmp_path_factory.mktemp('bundle')/'bundle', card, scan.split('valid'))
+    from opsbook.learner import train_bundle
+    return train_bundle(tmp_path_factory.mktemp('bundle')/'bundle', name='digits-test')
 
 @pytest.fixture(scope='session')
 def test_items():
