@@ -208,7 +208,7 @@ def log_bundle(run, bundle_dir:Path, card:dict):
 class TrainConfig(BaseModel):
     "The parameters of a training run, checked."
     data_dir: str = Field('', description="image folder; empty for the embedded digits")
-    arch: str = Field('digitnet', description=f"architecture")
+    arch: str = Field('digitnet', description="a key of ARCHS")
     epochs: int = Field(20, ge=1, description="epochs of one-cycle training")
     lr: float = Field(1e-2, gt=0, lt=10, description="peak learning rate")
     bs: int = Field(64, ge=1, description="batch size")
