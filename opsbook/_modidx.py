@@ -170,5 +170,6 @@ d = { 'settings': { 'branch': 'main',
                                'opsbook.serve.app_from_env': ('serve.html#app_from_env', 'opsbook/serve.py'),
                                'opsbook.serve.create_app': ('serve.html#create_app', 'opsbook/serve.py'),
                                'opsbook.serve.create_metrics': ('serve.html#create_metrics', 'opsbook/serve.py'),
+                               'opsbook.serve.exposition': ('serve.html#exposition', 'opsbook/serve.py'),
                                'opsbook.serve.read_image': ('serve.html#read_image', 'opsbook/serve.py'),
                                'opsbook.serve.serve': ('serve.html#serve', 'opsbook/serve.py')}}}

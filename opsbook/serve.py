@@ -6,7 +6,7 @@ Docs: https://opsbook.github.io/opsbook/serve.html.md"""
 
 # %% ../nbs/05_serve.ipynb #10606bf0
 from __future__ import annotations
-import asyncio, io, json, os, queue, secrets, sqlite3, tempfile, threading, time, uuid, warnings
+import asyncio, gc, io, json, os, queue, secrets, sqlite3, tempfile, threading, time, uuid, warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,22 +19,22 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from prometheus_client import CollectorRegistry, Counter, Histogram, Gauge, generate_latest, CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Histogram, Gauge, generate_latest, multiprocess, CONTENT_TYPE_LATEST
 from fastcore.script import call_parse
 
 from .bundle import load_bundle, preprocess, image_stats, entropy, softmax
 
 # %% auto #0
 __all__ = ['FORMATS', 'LOG_COLUMNS', 'ERRORS', 'INLINE_BYTES', 'PAGE', 'Settings', 'ImageError', 'read_image', 'MicroBatcher',
-           'RequestLog', 'create_metrics', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'BodyLimit', 'Measure',
-           'Service', 'create_app', 'app_from_env', 'serve']
+           'RequestLog', 'create_metrics', 'exposition', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'BodyLimit',
+           'Measure', 'Service', 'create_app', 'app_from_env', 'serve']
 
 # %% ../nbs/05_serve.ipynb #9ba3c11f
 class Settings(BaseModel):
     "How the service runs; every field can also come from an `OPSBOOK_<NAME>` environment variable."
     bundle: str = Field(description="the model bundle folder")
     max_batch: int = Field(32, ge=1, description="most images in one ONNX Runtime call")
-    max_wait_ms: float = Field(5.0, ge=0, description="longest a request waits for others to join its batch")
+    max_wait_ms: float = Field(0.0, ge=0, description="longest a request waits for others to join its batch; 0: none, batches form from what queues while the model runs")
     max_upload_mb: float = Field(10.0, gt=0, description="largest upload of one image")
     max_pixels: int = Field(40_000_000, ge=1, description="most pixels in one image (decompression bombs)")
     max_files: int = Field(32, ge=1, description="most images in one batch request")
@@ -81,8 +81,8 @@ def read_image(data:bytes, max_pixels:int=40_000_000) -> Image.Image:
 
 # %% ../nbs/05_serve.ipynb #e03c239e
 class MicroBatcher:
-    "Run `fn` on batches gathered from concurrent calls: at most `max_batch` rows, or `max_wait_ms` after the first."
-    def __init__(self, fn, max_batch:int=32, max_wait_ms:float=5.0, on_batch=None):
+    "Run `fn` on batches gathered from concurrent calls: what has queued, up to `max_batch` rows, then more until `max_wait_ms` after the first."
+    def __init__(self, fn, max_batch:int=32, max_wait_ms:float=0.0, on_batch=None):
         self.fn, self.max_batch, self.max_wait, self.on_batch = fn, max_batch, max_wait_ms / 1000, on_batch
         self.queue, self.task, self.pool = None, None, ThreadPoolExecutor(1, thread_name_prefix='batcher')
 
@@ -104,9 +104,12 @@ class MicroBatcher:
         items = [await self.queue.get()]
         loop, n = asyncio.get_running_loop(), len(items[0][0])
         deadline = loop.time() + self.max_wait
-        while n < self.max_batch and (left := deadline - loop.time()) > 0:
-            try: items.append(await asyncio.wait_for(self.queue.get(), left))
-            except asyncio.TimeoutError: break
+        while n < self.max_batch:
+            if not self.queue.empty(): items.append(self.queue.get_nowait())
+            elif (left := deadline - loop.time()) <= 0: break
+            else:
+                try: items.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError: break
             n += len(items[-1][0])
         return items
 
@@ -131,11 +134,12 @@ LOG_COLUMNS = dict(ts='real', request_id='text', model='text', version='text', l
 
 class RequestLog:
     "Rows appended to a SQLite table by a background thread; `close` flushes them all."
-    def __init__(self, path:str|Path, table:str='predictions'):
-        self.path, self.table, self.q = Path(path), table, queue.Queue()
+    def __init__(self, path:str|Path, table:str='predictions', every:float=0.05):
+        self.path, self.table, self.every, self.q = Path(path), table, every, queue.Queue()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self.db.execute('pragma journal_mode=wal')
+        self.db.execute('pragma synchronous=normal')
         self.db.execute(f"create table if not exists {table} (id integer primary key, {', '.join(f'{k} {v}' for k, v in LOG_COLUMNS.items())})")
         self.db.commit()
         self.thread = threading.Thread(target=self._run, name='request-log', daemon=True)
@@ -148,7 +152,8 @@ class RequestLog:
         done = False
         while not done:
             rows = [self.q.get()]
-            while not self.q.empty() and len(rows) < 1000: rows.append(self.q.get_nowait())
+            time.sleep(self.every)
+            while not self.q.empty() and len(rows) < 10_000: rows.append(self.q.get_nowait())
             if None in rows: done, rows = True, [r for r in rows if r is not None]
             if rows:
                 self.db.executemany(sql, [tuple(r.get(k) for k in LOG_COLUMNS) for r in rows])
@@ -170,9 +175,16 @@ def create_metrics() -> tuple[CollectorRegistry, dict]:
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5)),
         batch=Histogram('opsbook_batch_size', 'Images per ONNX Runtime call', registry=reg, buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
         predictions=Counter('opsbook_predictions', 'Predictions by class', ['label'], registry=reg),
-        drift_share=Gauge('opsbook_drift_share', 'Share of drifted features at the latest drift check', registry=reg),
-        drift=Gauge('opsbook_drift_detected', 'Latest drift verdict: 1 drift, 0 none, -1 too few rows', registry=reg),
-        model=Gauge('opsbook_model_info', 'The model being served', ['name', 'version', 'architecture'], registry=reg))
+        drift_share=Gauge('opsbook_drift_share', 'Share of drifted features at the latest drift check', registry=reg, multiprocess_mode='mostrecent'),
+        drift=Gauge('opsbook_drift_detected', 'Latest drift verdict: 1 drift, 0 none, -1 too few rows', registry=reg, multiprocess_mode='mostrecent'),
+        model=Gauge('opsbook_model_info', 'The model being served', ['name', 'version', 'architecture'], registry=reg, multiprocess_mode='max'))
+
+def exposition(reg:CollectorRegistry) -> bytes:
+    "The metrics of `reg` in Prometheus' text format, or of all worker processes in multiprocess mode."
+    if 'PROMETHEUS_MULTIPROC_DIR' in os.environ:
+        reg = CollectorRegistry()
+        multiprocess.MultiProcessCollector(reg)
+    return generate_latest(reg)
 
 # %% ../nbs/05_serve.ipynb #7ebcd824
 class ClassProb(BaseModel):
@@ -294,20 +306,20 @@ class Service:
         if v.share is not None: self.m['drift_share'].set(v.share)
         return v.model_dump(), page
 
-    async def predict(self, uploads:list[bytes]) -> list[Prediction]:
-        "Decode, batch, answer and log `uploads`."
+    async def predict(self, uploads:list[bytes]) -> list[dict]:
+        "Decode, batch, answer and log `uploads`: a `Prediction` for each, as a dict."
         t0 = time.perf_counter()
         prepared = [await self.prepare(d) for d in uploads]
         probs, emb = await self.batcher(np.concatenate([x for x, _ in prepared]))
         ms = (time.perf_counter() - t0) * 1000
         c, classes, answers = self.bundle.card, self.bundle.classes, []
         for p, e, h, (_, stats), data in zip(probs, emb, entropy(probs), prepared, uploads):
-            top = [ClassProb(label=classes[i], probability=float(p[i])) for i in np.argsort(-p)[:self.s.top_k]]
-            a = Prediction(label=top[0].label, confidence=top[0].probability, top=top, model=c.name, version=c.version, request_id=uuid.uuid4().hex)
-            self.log.add(dict(ts=time.time(), request_id=a.request_id, model=c.name, version=c.version, label=a.label, confidence=a.confidence, entropy=float(h),
-                              topk=json.dumps([t.model_dump() for t in top]), latency_ms=ms, **stats,
+            top = [dict(label=classes[i], probability=float(p[i])) for i in np.argsort(-p)[:self.s.top_k]]
+            a = dict(label=top[0]['label'], confidence=top[0]['probability'], top=top, model=c.name, version=c.version, request_id=uuid.uuid4().hex)
+            self.log.add(dict(ts=time.time(), request_id=a['request_id'], model=c.name, version=c.version, label=a['label'], confidence=a['confidence'],
+                              entropy=float(h), topk=json.dumps(top), latency_ms=ms, **stats,
                               embedding=e.astype(np.float32).tobytes(), image=data if self.s.store_images else None))
-            self.m['predictions'].labels(a.label).inc()
+            self.m['predictions'].labels(a['label']).inc()
             answers.append(a)
         return answers
 
@@ -320,6 +332,7 @@ def create_app(settings:Settings|None=None, **kw) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         await svc.start()
+        gc.collect(); gc.freeze()
         yield
         await svc.stop()
 
@@ -354,7 +367,7 @@ def create_app(settings:Settings|None=None, **kw) -> FastAPI:
         return BatchAnswer(predictions=await svc.predict([await body(f) for f in files]))
 
     @app.get('/healthz', summary='The process is up')
-    def healthz(): return {'status': 'ok'}
+    async def healthz(): return {'status': 'ok'}
 
     @app.get('/readyz', summary='The model is loaded', responses={503: {'model': Error}})
     def readyz():
@@ -365,7 +378,7 @@ def create_app(settings:Settings|None=None, **kw) -> FastAPI:
     def model(): return svc.bundle.card.model_dump()
 
     @app.get('/metrics', dependencies=admin, responses={401: ERRORS[401]}, summary='Prometheus metrics')
-    def metrics(): return Response(generate_latest(svc.reg), media_type=CONTENT_TYPE_LATEST)
+    def metrics(): return Response(exposition(svc.reg), media_type=CONTENT_TYPE_LATEST)
 
     @app.get('/monitoring/drift', dependencies=admin, responses={401: ERRORS[401]}, summary='Data drift of recent traffic')
     async def drift(window:int=Query(500, ge=1, le=100_000, description='the last N logged predictions'),
@@ -447,7 +460,7 @@ def serve(bundle:str=None, # the model bundle folder (required)
           host:str='127.0.0.1', port:int=8000,
           workers:int=1, # uvicorn worker processes
           threads:int=0, # ONNX Runtime threads per worker; 0: cores / workers
-          max_batch:int=32, max_wait_ms:float=5.0,
+          max_batch:int=32, max_wait_ms:float=0.0, # images per batch; ms a request may wait for company
           api_key:str=None, # require X-API-Key on /model and /metrics (or OPSBOOK_API_KEY)
           protect_predict:bool=False, # require the key on prediction too
           log_db:str='requests.db', # SQLite request log
@@ -460,5 +473,7 @@ def serve(bundle:str=None, # the model bundle folder (required)
     for k, v in dict(bundle=str(Path(bundle).resolve()), threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms,
                      api_key=api_key, protect_predict=protect_predict, log_db=str(Path(log_db).resolve()), store_images=store_images).items():
         if v is not None: os.environ[f'OPSBOOK_{k.upper()}'] = str(v)
-    uvicorn.run('opsbook.serve:app_from_env', factory=True, host=host, port=port, workers=workers, log_level='warning',
-                timeout_graceful_shutdown=30)
+    with tempfile.TemporaryDirectory(prefix='opsbook-metrics-') as d:
+        if workers > 1: os.environ['PROMETHEUS_MULTIPROC_DIR'] = d
+        uvicorn.run('opsbook.serve:app_from_env', factory=True, host=host, port=port, workers=workers, log_level='warning',
+                    timeout_graceful_shutdown=30)

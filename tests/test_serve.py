@@ -61,6 +61,10 @@ def test_200_concurrent_requests_all_answered_and_logged_once(small_bundle, test
         paths = list(test_items.path) * 2
         res = asyncio.run(post_many(srv.url, paths[:200], 200))
         assert [getattr(r, 'status_code', r) for r in res] == [200] * 200
+        for _ in range(4):                                          # whichever worker answers, it counts both workers' requests
+            m = httpx.get(f'{srv.url}/metrics').text
+            assert 'opsbook_requests_total{endpoint="/predict",status="200"} 200.0' in m
+            assert sum(float(l.split()[-1]) for l in m.splitlines() if l.startswith('opsbook_predictions_total{')) == 200
     finally: srv.stop()
     ids = [r.json()['request_id'] for r in res]
     logged = srv.logged()
