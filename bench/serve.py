@@ -1,9 +1,10 @@
 """Serving throughput and latency with wrk at 32 connections, side by side in one run:
 the trivial JSON endpoint (`async def` returning a dict: the framework's ceiling), opsbook-serve's /predict,
 and an eager-PyTorch per-request endpoint (bench/eager_server.py), for the digits bundle and a ResNet-18
-bundle at 224 px; opsbook-serve with one worker and with two. It also reports the server's CPU time per
-request and ONNX Runtime's CPU time per image: together, the least a prediction can cost. Each is measured `--rounds` times, interleaved, and the median round is reported: the
-machines are shared and a single round can be off by 20%.
+bundle at 224 px; opsbook-serve with one worker and with two. Each is measured `--rounds` times,
+interleaved, and the median round is reported: the machines are shared and a single round can be off by 20%.
+It also reports the server's CPU time per request, and ONNX Runtime's CPU time per image, the least a
+prediction can cost.
 
 `python bench/serve.py --bundle runs/<run>/bundle [--seconds 8] [--rounds 3]`; prints a table, writes
 bench/serve.json. Needs wrk (Debian package `wrk`).
