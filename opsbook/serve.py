@@ -335,6 +335,7 @@ def create_app(settings:Settings|None=None, **kw) -> FastAPI:
         gc.collect(); gc.freeze()
         yield
         await svc.stop()
+        gc.unfreeze()
 
     app = FastAPI(title='opsbook', version='1', lifespan=lifespan,
                   description='Image classification with a model bundle on ONNX Runtime. Errors answer `{"detail": ...}`.')
