@@ -10,8 +10,12 @@ def cell_md(c) -> str:
     if c.cell_type == 'markdown': return link.sub(r'](nbs/\1)', c.source)
     if c.source.lstrip().startswith('#| hide'): return ''
     src = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|'))
-    outs = [''.join(o['data']['text/plain']) if 'data' in o else ''.join(o.get('text', '')) for o in c.get('outputs', []) if o.get('name') != 'stderr']
-    return '\n\n'.join([f"```python\n{src}\n```"] + [f"```\n{o.rstrip()}\n```" for o in outs if o.strip()])
+    outs = c.get('outputs', [])
+    md = [''.join(o['data']['text/markdown']) for o in outs if 'text/markdown' in o.get('data', {})]
+    if md: return '\n\n'.join(md)
+    txt = [''.join(o['data']['text/plain']) if 'data' in o else ''.join(o.get('text', '')) for o in outs if o.get('name') != 'stderr']
+    code = [] if '#| echo: false' in c.source else [f"```python\n{src}\n```"]
+    return '\n\n'.join(code + [f"```\n{o.rstrip()}\n```" for o in txt if o.strip()])
 
 nb = read_nb(root/'nbs'/'index.ipynb')
 title, *rest = nb.cells

@@ -17,7 +17,7 @@ def root() -> Path: return ROOT
 @pytest.fixture(scope='session')
 def small_bundle(tmp_path_factory) -> Path:
     "A digits bundle trained for a few seconds: enough to exercise serving."
-    from opsbook.learner import train_bundle
+    from opsbook.train import train_bundle
     return train_bundle(tmp_path_factory.mktemp('bundle')/'bundle', name='digits-test')
 
 @pytest.fixture(scope='session')

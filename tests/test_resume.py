@@ -1,7 +1,8 @@
-"A training run killed mid-way resumes from its checkpoint when started again with the same name."
+"A training run killed mid-epoch resumes from its checkpoint and ends exactly where an uninterrupted run does."
 import json, os, signal, subprocess, sys, time
 from conftest import papermill, ROOT
 from opsbook.bundle import load_bundle
+from opsbook.train import TrainConfig
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     params = dict(epochs=8, size=16, run_name='resumable', out_dir=tmp_path/'run', wandb_mode='disabled')
@@ -30,3 +31,18 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert b.card.params['resumed_from_epoch'] == done + 1
     assert b.card.metrics['valid_accuracy'] > 0.9
     assert not (tmp_path/'run'/'checkpoint').exists()
+
+    r = papermill(tmp_path/'whole.ipynb', **{**params, 'run_name': 'whole', 'out_dir': tmp_path/'whole'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    whole = load_bundle(tmp_path/'whole'/'bundle').card.metrics
+    for k in ('valid_loss', 'valid_accuracy', 'test_loss', 'test_accuracy'):
+        assert abs(b.card.metrics[k] - whole[k]) < 1e-6, (k, b.card.metrics[k], whole[k])   # the same run, killed or not
+
+def test_resume_with_other_parameters_is_refused(tmp_path):
+    params = dict(epochs=2, size=16, run_name='r', out_dir=tmp_path/'run', wandb_mode='disabled')
+    state = tmp_path/'run'/'checkpoint'
+    state.mkdir(parents=True)
+    written = {**TrainConfig.check(epochs=2, size=16).training_params(), 'lr': 0.5}
+    (state/'state.json').write_text(json.dumps(dict(epoch=0, n_epoch=2, file='epoch-0.pth', params=written)))
+    r = papermill(tmp_path/'report.ipynb', **params)
+    assert r.returncode != 0 and 'was written with lr=0.5 (now 0.01)' in r.stderr

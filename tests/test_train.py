@@ -1,9 +1,10 @@
 "The papermill training run end to end: parameters, bundle, ONNX-vs-torch agreement, bad parameters."
 import json, shutil, subprocess
 import numpy as np, pytest, torch
-from PIL import Image
 from conftest import papermill, ROOT
-from opsbook.bundle import load_bundle, torch_model, preprocess
+from opsbook.bundle import EXIT, load_bundle
+from opsbook.features import load_image, preprocess
+from opsbook.train import bundle_model
 from opsbook.data import digits_folder, scan_folder
 
 def outputs(nb_path) -> str:
@@ -19,9 +20,9 @@ def test_run_from_nbs_writes_a_bundle_that_onnx_and_torch_agree_on(tmp_path):
     assert b.card.params['lr'] == 1e-3 and b.card.params['epochs'] == 3 and b.card.input.size == 16
     assert b.card.data['fingerprint'] and 'commit' in b.card.git
     test = scan_folder(digits_folder()).split('test')
-    imgs = [Image.open(p) for p in test.path]
+    imgs = [load_image(p) for p in test.path]
     probs, emb = b.predict(imgs)
-    with torch.no_grad(): ref = torch_model(b)(torch.from_numpy(preprocess(imgs, b.spec))).softmax(1).numpy()
+    with torch.no_grad(): ref = bundle_model(b)(torch.from_numpy(preprocess(imgs, b.spec))).softmax(1).numpy()
     assert (probs.argmax(1) == ref.argmax(1)).all()
     assert np.abs(probs - ref).max() < 1e-4
     acc = (np.array(b.classes)[probs.argmax(1)] == test.label.values).mean()
@@ -39,7 +40,7 @@ def test_run_from_nbs_writes_a_bundle_that_onnx_and_torch_agree_on(tmp_path):
     odd = tmp_path/'odd'
     for c in ('0', 'cat'): shutil.copytree(digits_folder()/'test'/'0', odd/c)
     r = subprocess.run(['opsbook-evaluate', '--bundle', str(tmp_path/'run'/'bundle'), '--data', str(odd), '--split', 'test'], capture_output=True, text=True)
-    assert r.returncode == 1 and "classes the model does not know: ['cat']" in r.stderr
+    assert r.returncode == EXIT['bad_input'] and "classes the model does not know: ['cat']" in r.stderr
 
 @pytest.mark.parametrize('param,value,message', [
     ('arch', 'vgg16', 'unknown arch'),

@@ -1,0 +1,38 @@
+"The package's layers: every module imports, none imports one above it, and the serving path needs no torch."
+import ast, importlib, subprocess, sys
+import pytest
+from conftest import ROOT
+
+LAYERS = ['features', 'data', 'learner', 'bundle', 'train', 'evaluate', 'optimize', 'batcher', 'requestlog', 'monitor', 'serve']
+
+def imports(mod:str) -> set[str]:
+    "The opsbook modules `mod` imports, at the top or inside functions."
+    tree = ast.parse((ROOT/'opsbook'/f'{mod}.py').read_text())
+    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return {n.split('.')[1] for n in names if n.startswith('opsbook.') and n.split('.')[1] in LAYERS}
+
+def test_every_module_is_in_the_layer_list_and_imports():
+    found = {p.stem for p in (ROOT/'opsbook').glob('*.py') if not p.stem.startswith('_')}
+    assert found == set(LAYERS)
+    for m in LAYERS: importlib.import_module(f'opsbook.{m}')
+
+@pytest.mark.parametrize('mod', LAYERS)
+def test_no_module_imports_one_above_it(mod):
+    above = set(LAYERS[LAYERS.index(mod):])
+    assert not imports(mod) & above, f"opsbook.{mod} imports {sorted(imports(mod) & above)}, which sit above it (or are itself)"
+
+def test_no_import_cycle():
+    graph = {m: imports(m) for m in LAYERS}
+    def visit(m, path):
+        for n in graph[m]:
+            assert n not in path, f"import cycle: {' -> '.join(path + [n])}"
+            visit(n, path + [n])
+    for m in LAYERS: visit(m, [m])
+
+def test_serving_and_monitoring_import_no_torch_or_fastai():
+    code = ("import sys, opsbook.serve, opsbook.monitor\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'fastai'}))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == '[]'
