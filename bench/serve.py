@@ -93,16 +93,22 @@ def start(srv:dict) -> subprocess.Popen:
         time.sleep(0.3)
     stop(p); raise RuntimeError(f"{srv['server']} did not become ready: {' '.join(map(str, srv['cmd']))}")
 
+def started(pid:int) -> int|None:
+    "When `pid` started (clock ticks after boot), None once it is gone: tells a process from a later one given its id."
+    try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19])
+    except (FileNotFoundError, ProcessLookupError): return None
+
 def stop(p:subprocess.Popen):
-    "Resume and terminate `p`'s tree; kill what is left of it after 60 s."
-    pids = tree(p.pid)
+    "Resume and terminate `p`'s tree; kill what is left of that same tree after 60 s."
+    pids = {q: started(q) for q in tree(p.pid)}
     signal_tree(p.pid, signal.SIGCONT)
     p.terminate()
     try: p.wait(60)
     except subprocess.TimeoutExpired: pass
+    left = lambda: [q for q, t in pids.items() if started(q) == t]
     deadline = time.time() + 10
-    while time.time() < deadline and any(Path(f'/proc/{q}').exists() for q in pids): time.sleep(0.2)
-    for q in pids:
+    while time.time() < deadline and left(): time.sleep(0.2)
+    for q in left():
         try: os.kill(q, signal.SIGKILL)
         except ProcessLookupError: pass
     p.wait()
@@ -207,7 +213,8 @@ def resnet_bundle(dst:Path, digits) -> Path:
 
 def digits_bundle(dst:Path) -> Path:
     "A digits bundle of the default run's architecture and size, briefly trained."
-    from opsbook.learner import train_bundle
+    try: from opsbook.train import train_bundle
+    except ImportError: from opsbook.learner import train_bundle  # before issue 9's refactor
     return train_bundle(dst, arch='digitnet', size=24, epochs=1, name='digits-bench')
 
 def ort_ms_per_image(bundle:Path, img:Path, batch:int=32) -> float:
@@ -221,11 +228,11 @@ def ort_ms_per_image(bundle:Path, img:Path, batch:int=32) -> float:
     return (time.process_time() - t) * 1000 / n / batch
 
 def commit() -> str:
-    "The commit of the opsbook package being served, with '+changes' when its tree differs from it."
+    "The last commit that changed the opsbook package being served, with '+changes' when its files differ from it."
     import opsbook
     d = Path(opsbook.__file__).parent
     git = lambda *c: subprocess.run(['git', '-C', str(d), *c], capture_output=True, text=True).stdout.strip()
-    return git('rev-parse', '--short', 'HEAD') + ('+changes' if git('status', '--porcelain', '--', '.') else '')
+    return git('log', '-1', '--format=%h', '--', '.') + ('+changes' if git('status', '--porcelain', '--', '.') else '')
 
 def row(rows:list[dict], prefix:str) -> dict:
     return next(r for r in rows if r['server'].startswith(prefix) and r['endpoint'] == PREDICT[0])
