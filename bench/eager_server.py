@@ -6,10 +6,12 @@ import io, os
 import torch
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
-from opsbook.bundle import load_bundle, preprocess, torch_model
+from opsbook.bundle import load_bundle
+from opsbook.features import preprocess
+from opsbook.train import bundle_model
 
 bundle = load_bundle(os.environ['OPSBOOK_BUNDLE'])
-model = torch_model(bundle)
+model = bundle_model(bundle)
 app = FastAPI()
 
 @app.post('/predict')

@@ -9,10 +9,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
-from opsbook.bundle import load_bundle, preprocess, onnx_session, torch_model, write_bundle
+from opsbook.bundle import load_bundle, onnx_session, write_bundle
+from opsbook.features import preprocess
+from opsbook.train import bundle_model
 from opsbook.data import digits_folder, scan_folder
 from opsbook.evaluate import evaluate
-from opsbook.learner import create_model
+from opsbook.learner import LogitsAndEmbedding, create_model
 from opsbook.optimize import optimize, METHODS
 
 def timings(run, x1, x64, n1=300, n64=20) -> dict:
@@ -35,7 +37,7 @@ def onnx_row(b, x1, x64, trained) -> dict:
 
 def torch_rows(b, x1, x64) -> dict:
     torch.set_num_threads(2)
-    m = torch_model(b)
+    m = bundle_model(b)
     rows = {}
     with torch.no_grad():
         rows['torch eager'] = timings(lambda x: m(torch.from_numpy(x)), x1, x64, n1=100, n64=10)
@@ -75,7 +77,7 @@ if __name__ == '__main__':
 
         card = dict(name='resnet18-224', architecture='resnet18', classes=[str(i) for i in range(10)],
                     input=dict(size=224, channels=3, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]), metrics={}, data={}, params={})
-        r18 = load_bundle(write_bundle(create_model('resnet18', 10, n_in=3), work/'resnet18', card, scan.split('valid').iloc[:64]))
+        r18 = load_bundle(write_bundle(LogitsAndEmbedding(create_model('resnet18', 10, n_in=3)), work/'resnet18', card, scan.split('valid').iloc[:64]))
         x64 = preprocess((test * 2)[:64], r18.spec); x1 = x64[:1]
         vs = variants(r18, scan, work, False, epochs=0, n_calib=64)
         res['resnet18-224'] = {k: onnx_row(b, x1, x64, False) for k, b in vs.items()}

@@ -1,7 +1,7 @@
 """The bundle's ONNX model and preprocessing without opsbook, shared by the peer servers of bench/serve.py.
 
 The same `model.onnx`, the same input spec (convert to mode, squish-resize bilinear to size, /255, normalise) as
-`opsbook.bundle.preprocess`, and the same thread settings as opsbook-serve (cores / workers intra-op threads, no spinning).
+`opsbook.features.preprocess`, and the same thread settings as opsbook-serve (cores / workers intra-op threads, no spinning).
 """
 import json, os
 from pathlib import Path

@@ -204,22 +204,22 @@ def bench_servers(srvs:list[dict], img:Path, seconds:int, rounds:int, warmup:int
 
 def resnet_bundle(dst:Path, digits) -> Path:
     "An untrained ResNet-18 bundle at 224 px, RGB: serving cost does not depend on the weights."
-    from opsbook.learner import create_model
+    from opsbook.learner import LogitsAndEmbedding, create_model
     from opsbook.bundle import write_bundle
-    model = create_model('resnet18', 10, n_in=3)
+    model = LogitsAndEmbedding(create_model('resnet18', 10, n_in=3))
     card = dict(name='resnet18-224-untrained', architecture='resnet18', classes=[str(i) for i in range(10)],
                 input=dict(size=224, channels=3, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]), metrics={}, data={}, params={})
     return write_bundle(model, dst, card, digits.split('valid').iloc[:64])
 
 def digits_bundle(dst:Path) -> Path:
     "A digits bundle of the default run's architecture and size, briefly trained."
-    try: from opsbook.train import train_bundle
-    except ImportError: from opsbook.learner import train_bundle  # before issue 9's refactor
+    from opsbook.train import train_bundle
     return train_bundle(dst, arch='digitnet', size=24, epochs=1, name='digits-bench')
 
 def ort_ms_per_image(bundle:Path, img:Path, batch:int=32) -> float:
     "ONNX Runtime's CPU time per image at `batch`, one thread (the caller's): the least CPU a prediction can cost."
-    from opsbook.bundle import load_bundle, preprocess
+    from opsbook.bundle import load_bundle
+    from opsbook.features import preprocess
     b = load_bundle(bundle, threads=1)
     x = np.repeat(preprocess([Image.open(img)], b.spec), batch, 0)
     for _ in range(5): b.session.run(None, {'image': x})
