@@ -50,7 +50,7 @@ def main(epochs:int, cached:bool, out:Path):
                test_accuracy=m.get('test_accuracy'), train_time_s=m.get('train_time_s'), torch=run['card']['libraries'].get('torch'))
     print('| image GB | build s | epochs | papermill run s (docker run to exit) | train s | test accuracy | torch |')
     print('|---:|---:|---:|---:|---:|---:|---|')
-    print(f"| {row['image_gb']} | {row['build_s']}{' (cached)' if cached else ''} | {epochs} | {row['run_s']} | {row['train_time_s']} | {row['test_accuracy']} | {row['torch']} |")
+    print(f"| {row['image_gb']} | {row['build_s']}{' (cached)' if cached else ''} | {epochs} | {row['run_s']} | {row['train_time_s']} | {row['test_accuracy']:.3f} | {row['torch']} |")
     out.write_text(json.dumps(dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'),
                                    machine=platform.processor() or platform.machine(), **row, card=run['card']), indent=1))
 
