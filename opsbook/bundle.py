@@ -118,7 +118,8 @@ def library_versions() -> dict:
 def git_state(path:Path) -> dict:
     "The commit checked out at `path` and whether the tree has uncommitted changes."
     def git(*args):
-        r = subprocess.run(['git', *args], cwd=path, capture_output=True, text=True)
+        try: r = subprocess.run(['git', *args], cwd=path, capture_output=True, text=True)
+        except FileNotFoundError: return None                  # no git on this machine (a container, say)
         return r.stdout.strip() if r.returncode == 0 else None
     commit = git('rev-parse', 'HEAD')
     return dict(commit=commit, dirty=bool(git('status', '--porcelain', '--untracked-files=no')) if commit else None)
@@ -154,6 +155,7 @@ def write_bundle(model, # the trained torch module, returning `(logits, embeddin
     if graph: shutil.copy(graph, tmp/'model.onnx')
     else: export_onnx(model, spec, tmp/'model.onnx')
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp/'weights.safetensors'))
+    (tmp/'weights.safetensors').chmod(0o644)   # safetensors writes 0600; a service's own user must read it
     sess = onnx_session(tmp/'model.onnx')
     ref = reference_frame(sess, spec, card['classes'], valid_items)
     ref.to_parquet(tmp/'reference.parquet', index=False)
