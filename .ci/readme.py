@@ -4,7 +4,7 @@ from pathlib import Path
 from fastcore.nbio import read_nb
 
 root = Path(__file__).resolve().parent.parent
-link = re.compile(r'\]\((\w+\.ipynb|images/[^)]+)\)')
+link = re.compile(r'\]\(([\w-]+\.(?:ipynb|qmd)|images/[^)]+)\)')
 
 def cell_md(c) -> str:
     if c.cell_type == 'markdown': return link.sub(r'](nbs/\1)', c.source)
