@@ -41,8 +41,13 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in range(0, len(x), self.max_batch)]
         for i, f in enumerate(futs): self.queue.put_nowait((x[i * self.max_batch:(i + 1) * self.max_batch], f))
-        outs = await asyncio.wait_for(asyncio.gather(*futs), timeout)
-        return tuple(np.concatenate(o) for o in zip(*outs))
+        if len(futs) > 1:
+            outs = await asyncio.wait_for(asyncio.gather(*futs), timeout)
+            return tuple(np.concatenate(o) for o in zip(*outs))
+        late = timeout and loop.call_later(timeout, lambda: futs[0].done() or futs[0].set_exception(asyncio.TimeoutError()))
+        try: return await futs[0]      # the common case, one chunk: no gather, no copy, no extra task
+        finally:
+            if late: late.cancel()
 
     async def _gather(self) -> list:
         items = [self.held or await self.queue.get()]
