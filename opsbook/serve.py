@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(10.0, gt=0, description="largest upload of one image")
     max_pixels: int = Field(25_000_000, ge=1, description="most pixels in one image")
     decode_mpx: float = Field(50.0, gt=0, description="most megapixels being decoded at once by one worker")
-    decode_wait_s: float = Field(10.0, ge=0, description="longest an upload waits to be decoded before a 503")
+    decode_wait_s: float = Field(30.0, ge=0, description="longest an upload waits to be decoded before a 503")
     max_files: int = Field(32, ge=1, description="most images in one batch request")
     top_k: int = Field(3, ge=1, description="classes returned per image")
     api_key: str | None = Field(None, repr=False, description="when set, /model, /metrics and /monitoring/drift need "
