@@ -51,6 +51,8 @@ def _open(src:str|Path|bytes) -> Image.Image:
         raise ImageError(415, f"not an image Pillow can read; send one of {sorted(FORMATS)}") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageError(413, f"image has too many pixels ({e})") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageError(422, f"corrupt image header ({e}); re-export or re-upload it") from None
 
 def load_image(src:str|Path|bytes, # a file, or the bytes of an upload
                max_pixels:int|None=None) -> Image.Image: # refuse larger images; None: Pillow's own limit

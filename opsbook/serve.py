@@ -27,16 +27,16 @@ from prometheus_client import (CollectorRegistry, Counter, Histogram, Gauge, gen
 
 from .features import (FORMATS, ImageError, load_image, preprocess, pixel_stats, prediction_features, softmax,
                               log_row)
-from .bundle import EXIT, Bundle, BundleError, leave, load_bundle
+from .bundle import EXIT, Bundle, BundleError, Card, leave, load_bundle
 from .batcher import MicroBatcher
 from .requestlog import LogFull, RequestLog
 
 # %% auto #0
-__all__ = ['INLINE_PIXELS', 'public', 'predicting', 'admin', 'PAGE', 'RESOLVED', 'Settings', 'header_pixels', 'Busy',
-           'PixelBudget', 'create_metrics', 'exposition', 'BodyLimit', 'Measure', 'check_servable', 'Service',
-           'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses', 'add_error_handlers', 'service',
-           'require_key', 'healthz', 'readyz', 'page', 'predict', 'predict_batch', 'model', 'metrics', 'drift',
-           'create_app', 'app_from_env', 'serve']
+__all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'PAGE', 'RESOLVED', 'Settings',
+           'header_pixels', 'Busy', 'PixelBudget', 'create_metrics', 'exposition', 'BodyLimit', 'Measure',
+           'check_servable', 'Service', 'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error',
+           'responses', 'add_error_handlers', 'service', 'require_key', 'healthz', 'readyz', 'page', 'predict',
+           'predict_batch', 'model', 'metrics', 'drift', 'state_limits', 'create_app', 'app_from_env', 'serve']
 
 # %% ../nbs/10_serve.ipynb #6a63a075
 class Settings(BaseSettings):
@@ -234,7 +234,10 @@ class Service:
         return softmax(logits), emb
 
     def _prepare(self, data:bytes) -> tuple[np.ndarray, dict]:
-        im = load_image(data, self.s.max_pixels)
+        try: im = load_image(data, self.s.max_pixels)
+        except ImageError: raise
+        except Exception as e:  # Pillow's plugins raise OSError, ValueError, SyntaxError... on a malformed header
+            raise ImageError(422, f"corrupt image ({e}); re-export or re-upload it") from None
         return preprocess([im], self.bundle.spec), pixel_stats(im)
 
     async def prepare(self, data:bytes) -> tuple[np.ndarray, dict]:
@@ -269,8 +272,10 @@ class Service:
     def drift(self, window:int, html:bool) -> tuple[dict, str|None]:
         "The drift verdict over the last `window` logged predictions, and Evidently's HTML report when asked."
         from opsbook.monitor import drift_report, read_log   # Evidently takes seconds to import: at the first check
+        import pandas as pd
         with tempfile.TemporaryDirectory() as d:
-            cur = read_log(self.s.log_db, self.bundle, window)
+            try: cur = read_log(self.s.log_db, self.bundle, window)
+            except ValueError: cur = pd.DataFrame()        # the log holds other versions' predictions, none of this one
             v = drift_report(self.bundle, cur, out=Path(d)/'drift' if html else None)
             page = (Path(d)/'drift.html').read_text() if html and v.drift is not None else None
         self.m['drift'].set(-1 if v.drift is None else int(v.drift))
@@ -278,6 +283,16 @@ class Service:
         return v.model_dump(), page
 
 # %% ../nbs/10_serve.ipynb #a5425ae2
+class Health(BaseModel):
+    "The process is up."
+    status: Literal['ok']
+
+class Ready(BaseModel):
+    "The service can answer predictions."
+    status: Literal['ready']
+    model: str = Field(description="bundle name")
+    version: str = Field(description="bundle version")
+
 class ClassProb(BaseModel):
     "A class and its probability."
     label: str = Field(description="class name")
@@ -300,13 +315,15 @@ class Error(BaseModel):
     "Every error the service answers."
     detail: str = Field(description="what was wrong and what to do")
 
+RETRY = {'Retry-After': {'description': 'seconds to wait before retrying (when busy)', 'schema': {'type': 'integer'}}}
+
 def responses(*statuses:int) -> dict:
-    "OpenAPI documentation of the error `statuses`, each answering an `Error`."
-    what = {401: 'missing or wrong API key', 413: 'upload too large, too many pixels or too many files',
-            415: 'not an image, or an unsupported format',
-            422: 'a missing or invalid field, or an empty, truncated or corrupt upload',
+    "OpenAPI documentation of the error `statuses`, each answering an `Error`; a 503 may say when to retry."
+    what = {400: 'a malformed multipart body', 401: 'missing or wrong API key',
+            413: 'upload too large, or too many pixels', 415: 'not an image, or an unsupported format',
+            422: 'a missing or invalid field, more files than max_files, or an empty, truncated or corrupt upload',
             503: 'busy (retry after the Retry-After header) or not ready', 504: 'the model did not answer in time'}
-    return {s: {'model': Error, 'description': what[s]} for s in statuses}
+    return {s: {'model': Error, 'description': what[s], **({'headers': RETRY} if s == 503 else {})} for s in statuses}
 
 def _error(status:int, detail:str, headers:dict|None=None) -> JSONResponse:
     return JSONResponse({'detail': detail}, status, headers)
@@ -337,10 +354,11 @@ async def require_key(request:Request, key:str|None=Security(APIKeyHeader(name='
 
 public, predicting, admin = APIRouter(), APIRouter(), APIRouter()
 
-@public.get('/healthz', summary='The process is up')
+@public.get('/healthz', response_model=Health, summary='The process is up')
 async def healthz(): return {'status': 'ok'}
 
-@public.get('/readyz', summary='The model is loaded and the request log is writing', responses=responses(503))
+@public.get('/readyz', response_model=Ready, summary='The model is loaded and the request log is writing',
+            responses=responses(503))
 def readyz(svc:Service=Depends(service)):
     if why := svc.not_ready(): raise HTTPException(503, f"not ready: {why}")
     return {'status': 'ready', 'model': svc.bundle.card.name, 'version': svc.bundle.card.version}
@@ -348,33 +366,52 @@ def readyz(svc:Service=Depends(service)):
 @public.get('/', response_class=HTMLResponse, include_in_schema=False)
 def page(): return PAGE
 
+BYTES = {'type': 'string', 'format': 'binary', 'contentMediaType': 'application/octet-stream'}
+
 @predicting.post('/predict', response_model=Prediction, summary='Classify one image',
-                 responses=responses(413, 415, 422, 503, 504))
-async def predict(file:UploadFile=File(description=f"the image: {', '.join(FORMATS)}"), svc:Service=Depends(service)):
+                 responses=responses(400, 413, 415, 422, 503, 504))
+async def predict(file:UploadFile=File(description=f"the image: {', '.join(FORMATS)}", json_schema_extra=BYTES),
+                  svc:Service=Depends(service)):
     return (await svc.predict([file.read]))[0]
 
 @predicting.post('/predict/batch', response_model=BatchAnswer, summary='Classify several images',
-                 responses=responses(413, 415, 422, 503, 504))
-async def predict_batch(files:list[UploadFile]=File(description='up to max_files images'),
+                 responses=responses(400, 413, 415, 422, 503, 504))
+async def predict_batch(files:list[UploadFile]=File(description='the images', json_schema_extra={'items': BYTES}),
                         svc:Service=Depends(service)):
-    if len(files) > svc.s.max_files: raise ImageError(413, f"{len(files)} files sent; at most {svc.s.max_files} per "
+    if len(files) > svc.s.max_files: raise ImageError(422, f"{len(files)} files sent; at most {svc.s.max_files} per "
                                                            "request")
     return BatchAnswer(predictions=await svc.predict([f.read for f in files]))
 
-@admin.get('/model', summary='The bundle card')
-def model(svc:Service=Depends(service)): return svc.bundle.card.model_dump()
+@admin.get('/model', response_model=Card, summary='The bundle card')
+def model(svc:Service=Depends(service)): return svc.bundle.card
 
 @admin.get('/metrics', summary='Prometheus metrics', response_class=Response,
            responses={200: {'content': {'text/plain': {'schema': {'type': 'string'}}},
                             'description': "Prometheus' text format"}})
 def metrics(svc:Service=Depends(service)): return Response(exposition(svc.reg), media_type=CONTENT_TYPE_LATEST)
 
-@admin.get('/monitoring/drift', summary='Data drift of recent traffic', responses=responses(422))
+VERDICT = {200: {'description': "the verdict (opsbook.monitor.Verdict); with format=html, Evidently's report once the "
+                                 "window is large enough to judge",
+                  'content': {'application/json': {'schema': {'type': 'object'}},
+                              'text/html': {'schema': {'type': 'string'}}}}}
+
+@admin.get('/monitoring/drift', summary='Data drift of recent traffic', responses=VERDICT | responses(422))
 async def drift(window:int=Query(500, ge=1, le=100_000, description='the last N logged predictions'),
                 format:Literal['json', 'html']=Query('json', description="'html': Evidently's report"),
                 svc:Service=Depends(service)):
     verdict, page = await run_in_threadpool(svc.drift, window, format == 'html')
     return HTMLResponse(page) if page else verdict
+
+# %% ../nbs/10_serve.ipynb #905b9f68
+def state_limits(app:FastAPI, s:Settings):
+    "Declare `s.max_files` in `app`'s OpenAPI schema as the most items of `/predict/batch`'s `files`."
+    def openapi() -> dict:
+        if not app.openapi_schema:
+            schema = FastAPI.openapi(app)
+            ref = schema['paths']['/predict/batch']['post']['requestBody']['content']['multipart/form-data']['schema']
+            schema['components']['schemas'][ref['$ref'].split('/')[-1]]['properties']['files']['maxItems'] = s.max_files
+        return app.openapi_schema
+    app.openapi = openapi
 
 # %% ../nbs/10_serve.ipynb #d7b95a04
 def create_app(settings:Settings|None=None, **kw) -> FastAPI:
@@ -393,6 +430,7 @@ def create_app(settings:Settings|None=None, **kw) -> FastAPI:
     app.include_router(public)
     app.include_router(predicting, **(keyed if s.protect_predict else {}))
     app.include_router(admin, **keyed)
+    state_limits(app, s)
     return app
 
 # %% ../nbs/10_serve.ipynb #f351b0ea
