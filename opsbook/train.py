@@ -10,7 +10,7 @@ import argparse, hashlib, html, json, os, shutil, sys
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-import fsspec, papermill as pm, torch
+import fsspec, papermill as pm, torch, yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from fastai.vision.all import DataLoaders, Learner, set_seed, num_distrib, rank_distrib
 
@@ -189,8 +189,10 @@ def train_cli(argv:list[str]|None=None):
     p.add_argument('report', help="where the executed notebook goes: a path or a URL (s3://, gs://...)")
     p.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
                    help="a parameter of the run (see nbs/train.ipynb), as papermill's -p")
+    p.add_argument('-f', '--parameters-file', help="a YAML file of parameters (params.yaml), as papermill's -f; -p wins")
     args = p.parse_args(argv)
-    try: cfg = TrainConfig.check(**dict(args.parameter))
+    params = yaml.safe_load(Path(args.parameters_file).read_text()) if args.parameters_file else {}
+    try: cfg = TrainConfig.check(**{**(params or {}), **dict(args.parameter)})
     except ValueError as e: sys.exit(f"opsbook-train: {e}")
     if rank_distrib(): return train_worker(cfg)
     try: pm.execute_notebook(repo_root()/'nbs'/'train.ipynb', args.report, parameters=cfg.model_dump(), cwd=repo_root())
