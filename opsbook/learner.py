@@ -1,4 +1,4 @@
-"""Architectures, precision, compile, checkpoints and W&B logging around a fastai `Learner`
+"""Architectures, precision, compile, data-parallel training, checkpoints and W&B logging around a fastai `Learner`
 
 Docs: https://opsbook.github.io/opsbook/learner.html.md"""
 
@@ -6,21 +6,25 @@ Docs: https://opsbook.github.io/opsbook/learner.html.md"""
 
 # %% ../nbs/02_learner.ipynb #6d4e79ab
 from __future__ import annotations
-import json, os, random, shutil, time
+import io, json, os, random, shutil, socket, time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np, torch, torchvision
+import torch.distributed as dist, torch.multiprocessing as mp
 from torch import nn
 from fastai.vision.all import (Learner, Callback, ConvLayer, DataLoaders, accuracy, LabelSmoothingCrossEntropyFlat,
-                               ProgressCallback, Recorder)
+                               ProgressCallback, Recorder, rank_distrib, num_distrib, distrib_barrier, get_model)
+from fastai.distributed import DistributedDL
+from accelerate.state import AcceleratorState
 import wandb
 
 # %% auto #0
 __all__ = ['ARCHS', 'Precision', 'PRECISIONS', 'WandbMode', 'WANDB_MODES', 'Classifier', 'LogitsAndEmbedding', 'digitnet',
-           'resnet', 'create_model', 'shrink_to', 'pick_precision', 'log_epochs', 'create_learner', 'rng_state',
-           'set_rng_state', 'saved_state', 'Checkpoint', 'load_checkpoint', 'fit_resumable', 'wandb_run', 'WandbLog',
-           'log_bundle']
+           'resnet', 'create_model', 'shrink_to', 'pick_precision', 'log_epochs', 'create_learner', 'data_parallel',
+           'free_port', 'local_ranks', 'rng_state', 'set_rng_state', 'every_rank', 'saved_state', 'Checkpoint',
+           'load_checkpoint', 'fit_resumable', 'wandb_run', 'WandbLog', 'log_bundle']
 
 # %% ../nbs/02_learner.ipynb #3f1268ae
 class Classifier(nn.Module):
@@ -148,18 +152,108 @@ def create_learner(dls:DataLoaders,
     if compile: learn.model.compile()
     return learn if progress else log_epochs(learn)
 
+# %% ../nbs/02_learner.ipynb #c5d5f962
+def _broadcast(self, t, rank):
+    "`DistributedDL._broadcast` that puts `t` on a GPU only under NCCL (fastai 2.8 always does, and gloo runs on CPUs)."
+    t = torch.tensor(t, dtype=torch.long, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+    dist.broadcast(t, rank)
+    return t.cpu().tolist()
+
+DistributedDL._broadcast = _broadcast
+
+def _backend(cpu:bool) -> str: return 'gloo' if cpu else 'nccl'
+
+@contextmanager
+def data_parallel(learn:Learner):
+    "Train `learn` as one rank of the group that RANK and WORLD_SIZE describe (gloo on CPU, NCCL on GPU); after it, alone."
+    if num_distrib() <= 1:
+        yield learn
+        return
+    cpu = learn.dls.device.type != 'cuda'
+    if not cpu: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    dist.init_process_group(_backend(cpu))
+    try:
+        with learn.distrib_ctx(sync_bn=False, cpu=cpu): yield learn
+    finally:
+        dist.destroy_process_group()
+        AcceleratorState._reset_state(reset_partial_state=True)
+        for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE'): os.environ.pop(k, None)
+
+# %% ../nbs/02_learner.ipynb #94bccc57
+def free_port() -> int:
+    "A TCP port on this machine that nothing listens on now."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def _as_rank(i:int, fn, args):
+    os.environ.update(RANK=str(i + 1), LOCAL_RANK=str(i + 1))
+    try: fn(*args)
+    except BaseException:   # rank 0 would wait for this rank to join the group for 30 minutes: join it, and leave
+        if not dist.is_initialized(): dist.init_process_group(_backend(not torch.cuda.is_available()))
+        raise
+
+def _stop(ranks:mp.ProcessContext):
+    "Raise the error of a rank that failed, if one did; end the others."
+    try: ranks.join(timeout=5)
+    finally:
+        for p in ranks.processes:
+            if p.is_alive(): p.kill()
+
+@contextmanager
+def local_ranks(n:int, # processes in all, this one included
+                fn, *args): # what ranks 1 to n-1 run: an importable function, and its arguments
+    "Run `fn(*args)` as ranks 1 to `n`-1 of an `n`-process group on this machine, this process being rank 0."
+    if n <= 1:
+        yield
+        return
+    if num_distrib() > 1: raise ValueError(f"this process is already rank {rank_distrib()} of {num_distrib()}, started by "
+                                           "a launcher (torchrun): leave nproc at 1 and let the launcher start the processes")
+    if torch.cuda.is_available() and n > torch.cuda.device_count():
+        raise ValueError(f"{n} processes need {n} GPUs, this machine has {torch.cuda.device_count()}: use nproc <= "
+                         f"{torch.cuda.device_count()}, or torchrun across machines")
+    threads = max(1, len(os.sched_getaffinity(0)) // n)
+    env = dict(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()), WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n),
+               OMP_NUM_THREADS=str(threads), RANK='0', LOCAL_RANK='0')
+    saved, saved_threads = {k: os.environ.get(k) for k in env}, torch.get_num_threads()
+    os.environ.update(env)
+    torch.set_num_threads(threads)
+    try:
+        ranks = mp.start_processes(_as_rank, (fn, args), nprocs=n - 1, join=False, start_method='spawn')
+        try: yield
+        except BaseException:
+            _stop(ranks)
+            raise
+        while not ranks.join(): pass
+    finally:
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+        torch.set_num_threads(saved_threads)
+
 # %% ../nbs/02_learner.ipynb #d7043dc4
+def _shuffler(dls:DataLoaders):
+    return getattr(dls.train, 'dl', dls.train)   # the loader a `DistributedDL` wraps
+
 def rng_state(dls:DataLoaders) -> dict:
     "The state of every random generator a training epoch draws from."
     kind, keys, pos, gauss, cached = np.random.get_state()
     return dict(python=random.getstate(), numpy=(kind, torch.from_numpy(keys.copy()), pos, gauss, cached),
-                torch=torch.get_rng_state(), loader=dls.train.rng.getstate())
+                torch=torch.get_rng_state(), loader=_shuffler(dls).rng.getstate())
 
 def set_rng_state(dls:DataLoaders, s:dict):
     "Restore the random generators saved by `rng_state`."
     kind, keys, *rest = s['numpy']
     random.setstate(s['python']); np.random.set_state((kind, keys.numpy(), *rest))
-    torch.set_rng_state(s['torch']); dls.train.rng.setstate(s['loader'])
+    torch.set_rng_state(s['torch']); _shuffler(dls).rng.setstate(s['loader'])
+
+def every_rank(obj) -> list:
+    "`obj`, which may hold tensors, from every process of the group in rank order (`[obj]` in a world of one)."
+    if num_distrib() <= 1 or not dist.is_initialized(): return [obj]
+    buf, res = io.BytesIO(), [None] * num_distrib()
+    torch.save(obj, buf)
+    dist.all_gather_object(res, buf.getvalue())   # as bytes: torch 2.14 cannot unpickle the tensors it gathers
+    return [torch.load(io.BytesIO(b), weights_only=False) for b in res]
 
 def _atomic(path:Path, write):
     tmp = path.with_name(path.name + '.tmp')
@@ -173,20 +267,23 @@ def saved_state(ckpt_dir:Path) -> dict|None:
 
 # %% ../nbs/02_learner.ipynb #75211cbd
 class Checkpoint(Callback):
-    "After every epoch, save model, optimiser and random state to `path`, never behind what is already saved."
+    "After every epoch, rank 0 saves model, optimiser and every rank's random state to `path`, never behind what is saved."
     order = 90
     def __init__(self, path:Path, params:dict, restore:dict|None=None):
         self.path, self.params, self.restore = Path(path), params, restore
 
     def before_epoch(self):
-        if self.restore and self.epoch == self.restore['epoch'] + 1: set_rng_state(self.dls, self.restore['rng'])
+        if self.restore and self.epoch == self.restore['epoch'] + 1:
+            set_rng_state(self.dls, self.restore['rng'][rank_distrib()])
 
     def after_epoch(self):
+        rngs = every_rank(rng_state(self.dls))
+        if rank_distrib(): return
         saved = saved_state(self.path)
         if saved and saved['epoch'] >= self.epoch: return
         self.path.mkdir(parents=True, exist_ok=True)
         file = self.path/f'epoch-{self.epoch}.pth'
-        state = dict(model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), rng=rng_state(self.dls))
+        state = dict(model=get_model(self.learn.model).state_dict(), opt=self.learn.opt.state_dict(), rng=rngs)
         _atomic(file, lambda p: torch.save(state, p))
         info = dict(epoch=self.epoch, n_epoch=self.n_epoch, file=file.name, params=self.params, time=time.time())
         _atomic(self.path/'state.json', lambda p: p.write_text(json.dumps(info)))
@@ -209,15 +306,25 @@ def load_checkpoint(learn:Learner, ckpt_dir:Path, params:dict) -> dict|None:
     learn.opt.load_state_dict(ck['opt'])
     return {**s, 'rng': ck['rng']}
 
+def _agreed_start(start:int, ckpt_dir:Path) -> int:
+    starts = every_rank(start)
+    if len(set(starts)) > 1: raise RuntimeError(
+        f"the processes found different checkpoints in {ckpt_dir} (epoch to start at, by rank: {starts}): a run on "
+        "several machines resumes only from a folder they all see; start it afresh with resume=False")
+    return start
+
 def fit_resumable(learn:Learner, epochs:int, lr:float, ckpt_dir:Path, resume:bool=True, cbs=None,
                   params:dict|None=None) -> int: # what else defines the run (data, arch, seed...): resuming checks it
-    "`fit_one_cycle`, saving a checkpoint each epoch and resuming from one; the epoch it started at."
-    params, ckpt_dir = {**(params or {}), 'epochs': epochs, 'lr': lr}, Path(ckpt_dir)
-    if not resume: shutil.rmtree(ckpt_dir, ignore_errors=True)
-    saved = load_checkpoint(learn, ckpt_dir, params)
-    start = saved['epoch'] + 1 if saved else 0
-    if start: print(f"resuming from checkpoint in {ckpt_dir} at epoch {start} of {epochs}")
-    if start < epochs: learn.fit_one_cycle(epochs, lr, start_epoch=start, cbs=[Checkpoint(ckpt_dir, params, saved), *(cbs or [])])
+    "`fit_one_cycle` on each rank there is, saving a checkpoint each epoch and resuming from one; the epoch it started at."
+    params, ckpt_dir = {**(params or {}), 'epochs': epochs, 'lr': lr, 'world_size': max(num_distrib(), 1)}, Path(ckpt_dir)
+    with data_parallel(learn):
+        if not resume and not rank_distrib(): shutil.rmtree(ckpt_dir, ignore_errors=True)
+        distrib_barrier()
+        saved = load_checkpoint(learn, ckpt_dir, params)
+        start = _agreed_start(saved['epoch'] + 1 if saved else 0, ckpt_dir)
+        if start and not rank_distrib(): print(f"resuming from checkpoint in {ckpt_dir} at epoch {start} of {epochs}")
+        if start < epochs:
+            learn.fit_one_cycle(epochs, lr, start_epoch=start, cbs=[Checkpoint(ckpt_dir, params, saved), *(cbs or [])])
     return start
 
 # %% ../nbs/02_learner.ipynb #2b665eb9

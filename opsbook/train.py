@@ -1,4 +1,4 @@
-"""The training run's parameters, the card a run writes, a small bundle in one call, and a bundle back in torch
+"""The training run's parameters, its data and outputs in folders or buckets, one training path for every process, the card a run writes, and bundles to and from torch
 
 Docs: https://opsbook.github.io/opsbook/training.html.md"""
 
@@ -6,38 +6,57 @@ Docs: https://opsbook.github.io/opsbook/training.html.md"""
 
 # %% ../nbs/04_training.ipynb #e8d43b52
 from __future__ import annotations
-import html
-from pathlib import Path
+import argparse, hashlib, html, json, os, shutil, sys
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
 
-import torch
-from pydantic import BaseModel, Field, ValidationError, field_validator
-from fastai.vision.all import DataLoaders, set_seed
+import fsspec, papermill as pm, torch, yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from fastai.vision.all import DataLoaders, Learner, set_seed, num_distrib, rank_distrib
 
-from .data import resolve_path, as_scan, image_dls, fingerprint
+from .data import Scan, repo_root, resolve_path, as_scan, scan_folder, digits_folder, image_dls, fingerprint
 from .learner import (ARCHS, Precision, WandbMode, Classifier, LogitsAndEmbedding, create_model, create_learner,
-                             shrink_to)
+                             shrink_to, fit_resumable)
 from .bundle import Bundle, write_bundle
 
 # %% auto #0
-__all__ = ['TrainConfig', 'run_card', 'train_bundle', 'bundle_model']
+__all__ = ['is_url', 'check_url', 'TrainConfig', 'cache_dir', 'fetch_folder', 'upload_folder', 'local_data', 'resolve_name',
+           'run_out', 'run_dls', 'run_learner', 'run_fit', 'train_worker', 'train_cli', 'run_card', 'dvc_stage',
+           'train_bundle', 'bundle_model']
+
+# %% ../nbs/04_training.ipynb #7f5cdecf
+def is_url(p:str|Path) -> bool:
+    "Whether `p` names a location by URL (s3://, gs://, memory://...) rather than a local path."
+    return '://' in str(p)
+
+def check_url(url:str) -> str:
+    "`url`, if fsspec can reach its protocol on this machine; else an error naming what to install."
+    try: fsspec.get_filesystem_class(fsspec.utils.get_protocol(url))
+    except (ImportError, ValueError) as e:
+        raise ValueError(f"{url}: {e}; s3:// and gs:// need opsbook's cloud extra: pip install 'opsbook[cloud]'") from None
+    return url
 
 # %% ../nbs/04_training.ipynb #d3c4eee7
 class TrainConfig(BaseModel):
     "The parameters of a training run, checked."
-    data_dir: str = Field('', description="image folder, root/<split>/<class>/* or root/<class>/*; '' for the "
-                                          "embedded digits")
+    model_config = ConfigDict(extra='forbid')
+    data_dir: str = Field('', description="image folder, root/<split>/<class>/* or root/<class>/*, a path or a URL "
+                                          "(s3://, gs://...); '' for the embedded digits")
     arch: str = Field('digitnet', description=', '.join(ARCHS))
     epochs: int = Field(20, ge=1, description="epochs of one-cycle training")
     lr: float = Field(1e-2, gt=0, lt=10, description="peak learning rate")
-    bs: int = Field(64, ge=1, description="batch size")
+    bs: int = Field(64, ge=1, description="batch size (over all processes)")
     size: int = Field(24, ge=8, le=1024, description="images are squished to size x size")
     precision: Precision = Field('auto', description="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
     compile: bool = Field(False, description="torch.compile the model")
     pretrained: bool = Field(False, description="start from ImageNet weights (downloads them: needs internet)")
     seed: int = Field(42, description="seed for the split of a flat folder, augmentation and initialisation")
+    nproc: int = Field(1, ge=1, description="data-parallel processes on this machine (gloo on CPU, NCCL on GPUs); 1 "
+                                            "under torchrun, which starts them")
     wandb_mode: WandbMode = Field('offline', description="offline (sync later with `wandb sync`), disabled or online "
                                                          "(needs WANDB_API_KEY)")
-    out_dir: str = Field('', description="where the run writes; '' for runs/<run_name> in the repository")
+    out_dir: str = Field('', description="where the run writes, a path or a URL (s3://, gs://...); '' for "
+                                         "runs/<run_name> in the repository")
     run_name: str = Field('', description="'' for <arch>-<UTC timestamp>")
     resume: bool = Field(True, description="resume from this run's checkpoint if one exists")
 
@@ -50,8 +69,20 @@ class TrainConfig(BaseModel):
     @field_validator('data_dir')
     @classmethod
     def _data_dir(cls, v):
+        if is_url(v): return check_url(v)
         if v and not resolve_path(v).is_dir(): raise ValueError(f"{resolve_path(v)} is not a folder; pass an image "
-                                                                "folder or '' for the digits")
+                                                                "folder, a URL, or '' for the digits")
+        return v
+
+    @field_validator('out_dir')
+    @classmethod
+    def _out_dir(cls, v): return check_url(v) if is_url(v) else v
+
+    @field_validator('nproc')
+    @classmethod
+    def _nproc(cls, v, info:ValidationInfo):
+        bs = info.data.get('bs')
+        if bs and bs % v: raise ValueError(f"bs={bs} does not split evenly over {v} processes: use a multiple of {v}")
         return v
 
     @classmethod
@@ -78,14 +109,119 @@ class TrainConfig(BaseModel):
         rows = [f"| `{k}` | `{f.default!r}` | {html.escape(f.description, quote=False)} |" for k, f in cls.model_fields.items()]
         return '\n'.join(['| parameter | default | what it is |', '|---|---|---|', *rows])
 
+# %% ../nbs/04_training.ipynb #58bb00f4
+def cache_dir() -> Path:
+    "Where fetched data and outputs waiting for upload live: `$OPSBOOK_CACHE`, or ~/.cache/opsbook."
+    return Path(os.environ.get('OPSBOOK_CACHE') or '~/.cache/opsbook').expanduser()
+
+def _version(info:dict) -> str:
+    return str(next((info[k] for k in ('ETag', 'etag', 'md5Hash', 'mtime', 'created') if info.get(k) is not None), ''))
+
+def fetch_folder(url:str, cache:Path|None=None) -> Path:
+    "A local copy of the folder at `url`, downloaded once for each version of its files (names, sizes and ETags)."
+    fs, path = fsspec.url_to_fs(url)
+    path = path.rstrip('/')
+    files = fs.find(path, detail=True)
+    if not files: raise FileNotFoundError(f"{url} holds no files: upload the image folder there first "
+                                          "(root/<class>/*.png or root/<split>/<class>/*.png)")
+    listing = sorted((k[len(path):], v.get('size'), _version(v)) for k, v in files.items())
+    key = hashlib.sha256(json.dumps([url, listing]).encode()).hexdigest()[:16]
+    dst = Path(cache or cache_dir()/'data')/key
+    if dst.is_dir(): return dst
+    tmp = dst.with_name(f'{key}.{os.getpid()}.tmp')
+    shutil.rmtree(tmp, ignore_errors=True)
+    fs.get(path + '/', str(tmp) + '/', recursive=True)
+    try: tmp.rename(dst)
+    except OSError: shutil.rmtree(tmp)   # another process fetched it meanwhile
+    return dst
+
+def upload_folder(src:Path, url:str):
+    "Copy the contents of the folder `src` to `url`, replacing files of the same names there."
+    fs, path = fsspec.url_to_fs(url)
+    fs.put(str(src) + '/', path.rstrip('/') + '/', recursive=True)
+
+# %% ../nbs/04_training.ipynb #17f1f930
+def local_data(data_dir:str) -> Path:
+    "The local image folder a run reads: the embedded digits for '', a fetched copy for a URL, else the folder."
+    if not data_dir: return digits_folder()
+    return fetch_folder(data_dir) if is_url(data_dir) else resolve_path(data_dir)
+
+def resolve_name(cfg:TrainConfig) -> str:
+    "The run's name: `run_name`, or the architecture and the UTC time."
+    if cfg.run_name: return cfg.run_name
+    if num_distrib() > 1: raise ValueError("a run that torchrun starts needs a run_name, the same in every process: "
+                                           "pass -p run_name NAME")
+    return f"{cfg.arch}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+def run_out(cfg:TrainConfig, name:str) -> Path:
+    "The local folder the run writes: `out_dir`, or runs/<name> in the repository (in the cache for a URL `out_dir`)."
+    if cfg.out_dir and not is_url(cfg.out_dir): return resolve_path(cfg.out_dir)
+    return (cache_dir() if is_url(cfg.out_dir) else repo_root())/'runs'/name
+
+# %% ../nbs/04_training.ipynb #cfff9a6a
+def run_dls(cfg:TrainConfig, scan:Scan) -> DataLoaders:
+    "The run's loaders, its batch shared out over the data-parallel processes: `bs`/N images each."
+    world = num_distrib() or cfg.nproc
+    if cfg.bs % world: raise ValueError(f"bs={cfg.bs} does not split evenly over {world} processes: use a multiple of {world}")
+    return image_dls(scan, size=cfg.size, bs=cfg.bs // world, seed=cfg.seed)
+
+def run_learner(cfg:TrainConfig, dls:DataLoaders) -> Learner:
+    "The run's learner on `dls`, its weights initialised from the run's seed."
+    set_seed(cfg.seed, reproducible=True)
+    return create_learner(dls, cfg.arch, precision=cfg.precision, compile=cfg.compile, pretrained=cfg.pretrained)
+
+def run_fit(cfg:TrainConfig, learn:Learner, ckpt_dir:Path, cbs=None) -> int:
+    "Train `learn` as `cfg` says, on every rank there is, resuming from `ckpt_dir`; the epoch it started at."
+    return fit_resumable(learn, cfg.epochs, cfg.lr, ckpt_dir, resume=cfg.resume, cbs=cbs, params=cfg.training_params())
+
+# %% ../nbs/04_training.ipynb #ef10d812
+def train_worker(cfg:TrainConfig, root:Path|None=None, out:Path|None=None):
+    "A rank other than 0 of a data-parallel run: the run's data, loaders, learner and fit; rank 0 writes the outputs."
+    if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    root, out = root or local_data(cfg.data_dir), out or run_out(cfg, resolve_name(cfg))
+    learn = run_learner(cfg, run_dls(cfg, scan_folder(root, seed=cfg.seed)))
+    run_fit(cfg, learn, out/'checkpoint')
+
+def train_cli(argv:list[str]|None=None):
+    "Run nbs/train.ipynb with papermill, writing the executed notebook to REPORT; in a launcher's rank other than 0, train."
+    p = argparse.ArgumentParser(prog='opsbook-train', description="Run nbs/train.ipynb with papermill, writing the "
+        "executed notebook to REPORT. Under torchrun every process runs this: rank 0 the notebook, the others its training.")
+    p.add_argument('report', help="where the executed notebook goes: a path or a URL (s3://, gs://...)")
+    p.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
+                   help="a parameter of the run (see nbs/train.ipynb), as papermill's -p")
+    p.add_argument('-f', '--parameters-file', help="a YAML file of parameters (params.yaml), as papermill's -f; -p wins")
+    args = p.parse_args(argv)
+    params = yaml.safe_load(Path(args.parameters_file).read_text()) if args.parameters_file else {}
+    try: cfg = TrainConfig.check(**{**(params or {}), **dict(args.parameter)})
+    except ValueError as e: sys.exit(f"opsbook-train: {e}")
+    if rank_distrib(): return train_worker(cfg)
+    try: pm.execute_notebook(repo_root()/'nbs'/'train.ipynb', args.report, parameters=cfg.model_dump(), cwd=repo_root())
+    except pm.PapermillExecutionError as e: sys.exit(f"opsbook-train: the run failed ({e.ename}: {e.evalue}); {args.report} shows where")
+
 # %% ../nbs/04_training.ipynb #d0a00850
-def run_card(name:str, arch:str, dls:DataLoaders, metrics:dict, params:dict) -> dict:
+def run_card(name:str, arch:str, dls:DataLoaders, metrics:dict, params:dict,
+             source:str|None=None) -> dict: # where the data came from (a URL, say); the folder read if None
     "The card sections a training run knows: model, classes, input spec, data provenance, metrics, parameters."
     scan = dls.scan
-    data = dict(root=str(scan.root), layout=scan.layout, fingerprint=fingerprint(scan.root),
+    data = dict(source=source or str(scan.root), root=str(scan.root), layout=scan.layout, fingerprint=fingerprint(scan.root),
                 counts=scan.counts.to_dict(orient='index'), skipped=len(scan.problems))
     return dict(name=name, architecture=arch, classes=list(dls.vocab), input=dls.spec.model_dump(), metrics=metrics,
                 data=data, params=params)
+
+# %% ../nbs/04_training.ipynb #0fd4c604
+def dvc_stage() -> dict|None:
+    "The DVC stage this process runs: name, dependency hashes and sha256 of its dvc.lock entry less outputs; None outside DVC."
+    name = os.environ.get('DVC_STAGE')
+    if not name: return None
+    from dvc.repo import Repo   # DVC is installed wherever it runs this
+    from dvc.stage.serialize import to_single_stage_lockfile
+    with Repo(os.environ.get('DVC_ROOT')) as repo:
+        stage = repo.stage.collect(name)[0]
+        stage.save_deps()
+        stage.outs = []
+        lock = to_single_stage_lockfile(stage)
+    return dict(stage=name, deps={d['path']: d.get('md5') for d in lock.get('deps', [])},
+                lock_sha256=hashlib.sha256(json.dumps(lock, sort_keys=True).encode()).hexdigest())
 
 # %% ../nbs/04_training.ipynb #e7c3472f
 def train_bundle(out:Path, # the bundle folder to write

@@ -25,3 +25,13 @@ def test_items():
     "The digits test split: path and label of each image."
     from opsbook.data import digits_folder, scan_folder
     return scan_folder(digits_folder()).split('test')
+
+RUN = dict(epochs=4, size=16, seed=0, wandb_mode='offline')   # a short digits run, the one others are compared with
+
+@pytest.fixture(scope='session')
+def digits_run(tmp_path_factory) -> Path:
+    "The bundle of a short single-process papermill run on the digits, with the parameters in `RUN`."
+    out = tmp_path_factory.mktemp('digits-run')
+    r = papermill(out/'report.ipynb', **RUN, out_dir=out/'run', run_name='one')
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out/'run'/'bundle'
