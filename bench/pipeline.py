@@ -9,10 +9,10 @@ parameters of params.yaml, interleaved per round: papermill with `-f params.yaml
 replay the first sweep in the second) and runs the queue with `-j 1`, then again with `-j 2`, each worker
 with one thread. Prints a table, writes bench/pipeline.json and appends a dated section to bench/RESULTS.md.
 """
-import argparse, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, io, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
-import yaml
+import pandas as pd, yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LRS = ('0.003', '0.01', '0.02', '0.05')
@@ -38,6 +38,7 @@ def clone(dst:Path) -> Path:
 def overhead(repo:Path, rounds:int) -> dict:
     "Median seconds of the bare papermill run and of `dvc repro` of the train stage, same parameters."
     bare, dvc = [], []
+    (repo/'runs').mkdir(exist_ok=True)                     # papermill does not create its output's folder
     for _ in range(rounds):
         bare.append(sh(repo, 'papermill', 'nbs/train.ipynb', 'runs/bare.ipynb', '-f', 'params.yaml', '-p', 'out_dir', 'runs/bare',
                        '--no-progress-bar'))
@@ -59,10 +60,14 @@ def sweep(repo:Path, jobs:int, epochs:int) -> float:
     sh(repo, 'dvc', 'queue', 'remove', '--all')
     return took
 
+COLUMNS = {'lr': 'lr', 'epochs': 'epochs', 'metrics/evaluate.json:accuracy': 'test accuracy', 'metrics/evaluate.json:ece': 'ECE',
+           'metrics/quantize.json:accuracy': 'int8 accuracy', 'metrics/prune.json:accuracy': 'pruned accuracy (1 epoch)'}
+
 def exp_table(repo:Path) -> str:
-    "The experiments' parameters and metrics, as `dvc exp show` prints them."
-    return subprocess.run(['dvc', 'exp', 'show', '--only-changed', '--md', '--drop', 'Created|data_dir|State|Executor'],
-                          cwd=repo, capture_output=True, text=True).stdout
+    "The sweep's experiments, one row each, as `dvc exp show` reports them: parameters and test metrics."
+    show = pd.read_csv(io.StringIO(subprocess.run(['dvc', 'exp', 'show', '--csv'], cwd=repo, capture_output=True, text=True).stdout))
+    exps = show[show.Experiment.notna()].drop_duplicates('lr').sort_values('lr')
+    return exps.set_index('Experiment')[list(COLUMNS)].rename(columns=COLUMNS).round(4).to_markdown()
 
 def main(rounds:int, epochs:int):
     with tempfile.TemporaryDirectory() as d:
@@ -86,7 +91,7 @@ def main(rounds:int, epochs:int):
     (ROOT/'bench'/'pipeline.json').write_text(json.dumps(res, indent=2))
     with open(ROOT/'bench'/'RESULTS.md', 'a') as f:
         f.write(f"\n## Pipeline: DVC overhead and a queued sweep ({res['date'][:10]}, {res['machine']}, `bench/pipeline.py`)\n\n"
-                f"{md}\n\nThe sweep's experiments (`dvc exp show`):\n\n{table}\n")
+                f"{md}\n\nThe sweep's points (`dvc exp show`, one row per learning rate):\n\n{table}\n")
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
