@@ -225,7 +225,7 @@ def load_bundle(path:str|Path, threads:int=0) -> Bundle:
     return Bundle(path, verify_bundle(path), threads)
 
 RequiredStr = Annotated[str, dict(opt=True, required=True)]
-EXIT = dict(ok=0, drift=1, usage=2, too_few=3, bad_input=4)
+EXIT = dict(ok=0, drift=1, usage=2, too_few=3, bad_input=4, rejected=5)
 
 def leave(status:int, err:str|None=None):
     "Flush stdout and stderr, then end the process with `status` without running native teardown."

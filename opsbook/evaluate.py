@@ -12,17 +12,21 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.metrics import (accuracy_score, f1_score, precision_recall_fscore_support, confusion_matrix,
                              ConfusionMatrixDisplay)
 from fastcore.script import call_parse
 
 from .bundle import EXIT, Bundle, RequiredStr, amend_card, leave, load_bundle
 from .data import Scan, as_scan
-from .features import load_image
+from .features import InputSpec, load_image, preprocess
 
 # %% auto #0
 __all__ = ['calibration', 'expected_calibration_error', 'class_report', 'summary', 'worst_mistakes', 'plot_confusion',
-           'plot_mistakes', 'plot_reliability', 'check_classes', 'evaluate', 'evaluate_cli']
+           'plot_mistakes', 'plot_reliability', 'check_classes', 'evaluate', 'pixel_rows', 'baselines', 'verdict',
+           'NotApproved', 'gate', 'check_approved', 'dvc_files', 'evaluate_cli']
 
 # %% ../nbs/05_evaluate.ipynb #7d1eb549
 def calibration(probs:np.ndarray, targs:np.ndarray, n_bins:int=10) -> pd.DataFrame:
@@ -115,6 +119,7 @@ def evaluate(bundle:Bundle|str|Path, # a bundle or its folder
     preds = probs.argmax(1)
     report, cal = class_report(targs, preds, b.classes), calibration(probs, targs, n_bins)
     worst = worst_mistakes(items, probs, targs, b.classes)
+    predictions = items[['rel']].assign(actual=items.label.values, predicted=np.array(b.classes)[preds], confidence=probs.max(1))
     figs = dict(confusion=plot_confusion(targs, preds, b.classes), mistakes=plot_mistakes(worst),
                 reliability=plot_reliability(cal, res['ece']))
     res = dict(split=split, data=str(scan.root), **res)
@@ -130,18 +135,80 @@ def evaluate(bundle:Bundle|str|Path, # a bundle or its folder
         b.card = amend_card(b.path, files, evaluation={split: res})
     if not show:
         for f in figs.values(): plt.close(f)
-    return {**res, 'report': report, 'calibration': cal, 'mistakes': worst}
+    return {**res, 'report': report, 'calibration': cal, 'mistakes': worst, 'predictions': predictions}
+
+# %% ../nbs/05_evaluate.ipynb #fcde4ff2
+def pixel_rows(paths, spec:InputSpec, size:int=32) -> np.ndarray:
+    "Images as rows of raw pixels in [0, 1], in `spec`'s mode and squished to `spec.size` or `size`, the smaller."
+    raw = InputSpec(size=min(spec.size, size), channels=spec.channels, mean=[0] * spec.channels, std=[1] * spec.channels)
+    return preprocess([load_image(p) for p in paths], raw).reshape(len(paths), -1)
+
+def baselines(scan:Scan, spec:InputSpec, split:str='test', n:int=5000, seed:int=0) -> dict:
+    "Accuracy on `split` of the majority class and of logistic regression on pixels, fitted on up to `n` train images."
+    train, test = scan.split('train'), scan.split(split)
+    train = train.sample(min(n, len(train)), random_state=seed)
+    logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    logistic.fit(pixel_rows(train.path, spec), train.label)
+    return dict(majority=float((test.label == train.label.value_counts().idxmax()).mean()),
+                logistic=float(logistic.score(pixel_rows(test.path, spec), test.label)))
+
+def verdict(accuracy:float, base:dict, margin:float=0.0) -> dict:
+    "Approved when `accuracy` beats the best of the baselines `base` by `margin` at least; the reason, in words."
+    best = max(base, key=base.get)
+    ok = accuracy >= base[best] + margin
+    reason = f"accuracy {accuracy:.4f} {'>=' if ok else '<'} {best} baseline {base[best]:.4f} {margin:+.4f} margin"
+    return dict(approved=bool(ok), accuracy=float(accuracy), baselines=base, best=best, margin=margin, reason=reason)
+
+# %% ../nbs/05_evaluate.ipynb #2a64feec
+class NotApproved(RuntimeError):
+    "A bundle that its quality gate rejected."
+
+def gate(bundle:Bundle|str|Path, # a bundle or its folder
+         data_dir:Scan|str|Path|None=None, # the folder it was trained on, or its scan; None: the embedded digits
+         split:str='test', margin:float=0.0) -> dict:
+    "Judge `bundle` against the baselines on `split` of `data_dir`, and record the verdict in its card."
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    scan = as_scan(data_dir)
+    done = b.card.evaluation.get(split, {})
+    acc = done['accuracy'] if done.get('data') == str(scan.root) else evaluate(b, scan, split, write=False)['accuracy']
+    v = dict(split=split, **verdict(acc, baselines(scan, b.spec, split), margin))
+    b.card = amend_card(b.path, approved=v['approved'], evaluation=dict(gate=v))
+    return v
+
+def check_approved(v:dict, path:str|Path):
+    "Raise `NotApproved`, saying why and what to do, when the gate's verdict `v` on the bundle at `path` is a no."
+    if not v['approved']: raise NotApproved(
+        f"{path} is NOT APPROVED by its quality gate: {v['reason']} on the {v['split']} split. opsbook-serve refuses it "
+        "(unless --allow-unapproved). Train longer or at another lr, check the labels and the scan's notes, or lower "
+        "gate_margin if a baseline this strong is expected")
 
 # %% ../nbs/05_evaluate.ipynb #381fddd3
+def dvc_files(res:dict, card_gate:dict, metrics:str|None=None, plots:str|None=None):
+    "Write the figures of `res` and of the gate's verdict to the JSON file `metrics`, predictions and calibration as CSV under `plots`."
+    def figures(d): return {k: figures(v) if isinstance(v, dict) else v for k, v in d.items() if isinstance(v, (int, float, dict))}
+    if metrics:
+        Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics).write_text(json.dumps(figures({**res, 'gate': card_gate}), indent=2))
+    if plots:
+        Path(plots).mkdir(parents=True, exist_ok=True)
+        res['predictions'].to_csv(Path(plots)/'predictions.csv', index=False)
+        res['calibration'].dropna().to_csv(Path(plots)/'calibration.csv', index=False)
+
 @call_parse
 def evaluate_cli(bundle:RequiredStr, # the model bundle folder
                  data:str=None, # image folder; the embedded digits if omitted
                  split:str='test', # split to evaluate
-                 no_write:bool=False): # do not write evaluation/ into the bundle
-    "Evaluate a model bundle on a split of an image folder."
+                 no_write:bool=False, # do not write evaluation/ into the bundle
+                 metrics:str=None, # also write the summary and the gate's verdict to this JSON file (DVC metrics)
+                 plots:str=None): # also write predictions.csv and calibration.csv into this folder (DVC plots)
+    "Evaluate a model bundle on a split of an image folder; exit 5 if its quality gate rejected it."
     matplotlib.use('Agg')
-    try: res = evaluate(bundle, data, split, write=not no_write)
+    try: b = load_bundle(bundle); res = evaluate(b, data, split, write=not no_write)
     except (ValueError, FileNotFoundError) as e: leave(EXIT['bad_input'], f"opsbook-evaluate: {e}")
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, pd.DataFrame)}, indent=2))
     print(res['report'].round(4).to_string())
+    g = b.card.evaluation.get('gate', {})
+    dvc_files(res, g, metrics, plots)
+    if b.card.approved is False: leave(EXIT['rejected'], f"opsbook-evaluate: {b.path} is not approved by its quality "
+                                                         f"gate: {g.get('reason', 'see evaluation.gate in bundle.json')}")
     leave(EXIT['ok'])

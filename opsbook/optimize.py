@@ -23,7 +23,8 @@ from .train import bundle_model
 from .evaluate import evaluate
 
 # %% auto #0
-__all__ = ['METHODS', 'ImageReader', 'quantize_onnx', 'optimize_onnx', 'prune_model', 'fine_tune', 'optimize', 'optimize_cli']
+__all__ = ['METHODS', 'ImageReader', 'quantize_onnx', 'optimize_onnx', 'prune_model', 'fine_tune', 'optimize', 'variant_metrics',
+           'optimize_cli']
 
 # %% ../nbs/06_optimize.ipynb #dda327d7
 class ImageReader(CalibrationDataReader):
@@ -107,6 +108,13 @@ def optimize(bundle:Bundle|str|Path, # the parent bundle
     if len(scan.split('test')): evaluate(out, scan, 'test')
     return load_bundle(out)
 
+# %% ../nbs/06_optimize.ipynb #589a8679
+def variant_metrics(v:Bundle) -> dict:
+    "A variant's method, graph size in KiB and test metrics, flat enough for `dvc metrics show`."
+    test = v.card.evaluation.get('test', {})
+    return dict(method=v.card.parent['method'], model_kib=round((v.path/'model.onnx').stat().st_size / 1024, 1),
+                **{k: test[k] for k in ('accuracy', 'macro_f1', 'ece') if k in test})
+
 # %% ../nbs/06_optimize.ipynb #1f5dfa4c
 @call_parse
 def optimize_cli(bundle:RequiredStr, # the parent bundle folder
@@ -115,10 +123,12 @@ def optimize_cli(bundle:RequiredStr, # the parent bundle folder
                  data:str=None, # the training image folder; the embedded digits if omitted
                  ratio:float=0.5, # pruning ratio
                  epochs:int=10, # fine-tuning epochs after pruning
-                 overwrite:bool=False): # replace an existing variant folder
+                 overwrite:bool=False, # replace an existing variant folder
+                 metrics:str=None): # also write the variant's size and test metrics to this JSON file (DVC metrics)
     "Write an optimised variant of a model bundle and evaluate it."
     try: v = optimize(bundle, method, out, data, ratio=ratio, epochs=epochs, overwrite=overwrite)
     except (ValueError, FileExistsError, FileNotFoundError) as e: leave(EXIT['bad_input'], f"opsbook-optimize: {e}")
     print(v)
     print(json.dumps(dict(parent=v.card.parent, evaluation=v.card.evaluation), indent=2))
+    if metrics: Path(metrics).write_text(json.dumps(variant_metrics(v), indent=2))
     leave(EXIT['ok'])

@@ -11,18 +11,19 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 import fsspec, papermill as pm, torch, yaml
+from fastcore.script import call_parse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from fastai.vision.all import DataLoaders, Learner, set_seed, num_distrib, rank_distrib
 
 from .data import Scan, repo_root, resolve_path, as_scan, scan_folder, digits_folder, image_dls, fingerprint
 from .learner import (ARCHS, Precision, WandbMode, Classifier, LogitsAndEmbedding, create_model, create_learner,
                              shrink_to, fit_resumable)
-from .bundle import Bundle, write_bundle
+from .bundle import EXIT, Bundle, leave, write_bundle
 
 # %% auto #0
 __all__ = ['is_url', 'check_url', 'TrainConfig', 'cache_dir', 'fetch_folder', 'upload_folder', 'local_data', 'resolve_name',
-           'run_out', 'run_dls', 'run_learner', 'run_fit', 'train_worker', 'train_cli', 'run_card', 'dvc_stage',
-           'train_bundle', 'bundle_model']
+           'run_out', 'data_cli', 'run_dls', 'run_learner', 'run_fit', 'train_worker', 'read_params', 'train_cli',
+           'run_card', 'dvc_stage', 'train_bundle', 'bundle_model']
 
 # %% ../nbs/04_training.ipynb #7f5cdecf
 def is_url(p:str|Path) -> bool:
@@ -59,6 +60,8 @@ class TrainConfig(BaseModel):
                                          "runs/<run_name> in the repository")
     run_name: str = Field('', description="'' for <arch>-<UTC timestamp>")
     resume: bool = Field(True, description="resume from this run's checkpoint if one exists")
+    gate_margin: float = Field(0.0, ge=-1, le=1, description="approve the bundle only if its test accuracy beats the "
+                                                            "best baseline (majority class, logistic regression on pixels) by this much")
 
     @field_validator('arch')
     @classmethod
@@ -96,7 +99,7 @@ class TrainConfig(BaseModel):
 
     def training_params(self) -> dict:
         "The parameters that decide what is trained: a checkpoint written with other values is not resumed."
-        return self.model_dump(exclude={'wandb_mode', 'out_dir', 'run_name', 'resume'})
+        return self.model_dump(exclude={'wandb_mode', 'out_dir', 'run_name', 'resume', 'gate_margin'})
 
     @classmethod
     def parameters_cell(cls) -> str:
@@ -158,6 +161,15 @@ def run_out(cfg:TrainConfig, name:str) -> Path:
     if cfg.out_dir and not is_url(cfg.out_dir): return resolve_path(cfg.out_dir)
     return (cache_dir() if is_url(cfg.out_dir) else repo_root())/'runs'/name
 
+# %% ../nbs/04_training.ipynb #97da88e2
+@call_parse
+def data_cli(folder:str='', # an image folder, root/<split>/<class>/* or root/<class>/*, or a URL; '' for the embedded digits
+             digits:bool=False): # write the embedded digits into `folder` first (kept if already there and intact)
+    "Check the image folder a training run would read, and print what it holds."
+    try: print(scan_folder(digits_folder(folder) if digits else local_data(folder)))
+    except (ValueError, FileNotFoundError) as e: leave(EXIT['bad_input'], f"opsbook-data: {e}")
+    leave(EXIT['ok'])
+
 # %% ../nbs/04_training.ipynb #cfff9a6a
 def run_dls(cfg:TrainConfig, scan:Scan) -> DataLoaders:
     "The run's loaders, its batch shared out over the data-parallel processes: `bs`/N images each."
@@ -182,6 +194,11 @@ def train_worker(cfg:TrainConfig, root:Path|None=None, out:Path|None=None):
     learn = run_learner(cfg, run_dls(cfg, scan_folder(root, seed=cfg.seed)))
     run_fit(cfg, learn, out/'checkpoint')
 
+def read_params(path:str|Path) -> dict:
+    "The training run's parameters in a YAML file such as params.yaml: its top-level values (mappings are other stages')."
+    params = yaml.safe_load(Path(path).read_text()) or {}
+    return {k: v for k, v in params.items() if not isinstance(v, dict)}
+
 def train_cli(argv:list[str]|None=None):
     "Run nbs/train.ipynb with papermill, writing the executed notebook to REPORT; in a launcher's rank other than 0, train."
     p = argparse.ArgumentParser(prog='opsbook-train', description="Run nbs/train.ipynb with papermill, writing the "
@@ -191,12 +208,15 @@ def train_cli(argv:list[str]|None=None):
                    help="a parameter of the run (see nbs/train.ipynb), as papermill's -p")
     p.add_argument('-f', '--parameters-file', help="a YAML file of parameters (params.yaml), as papermill's -f; -p wins")
     args = p.parse_args(argv)
-    params = yaml.safe_load(Path(args.parameters_file).read_text()) if args.parameters_file else {}
-    try: cfg = TrainConfig.check(**{**(params or {}), **dict(args.parameter)})
+    params = read_params(args.parameters_file) if args.parameters_file else {}
+    try: cfg = TrainConfig.check(**{**params, **dict(args.parameter)})
     except ValueError as e: sys.exit(f"opsbook-train: {e}")
     if rank_distrib(): return train_worker(cfg)
+    if not is_url(args.report): Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     try: pm.execute_notebook(repo_root()/'nbs'/'train.ipynb', args.report, parameters=cfg.model_dump(), cwd=repo_root())
-    except pm.PapermillExecutionError as e: sys.exit(f"opsbook-train: the run failed ({e.ename}: {e.evalue}); {args.report} shows where")
+    except pm.PapermillExecutionError as e:
+        if e.ename == 'NotApproved': leave(EXIT['rejected'], f"opsbook-train: {e.evalue}; {args.report} is the run's report")
+        sys.exit(f"opsbook-train: the run failed ({e.ename}: {e.evalue}); {args.report} shows where")
 
 # %% ../nbs/04_training.ipynb #d0a00850
 def run_card(name:str, arch:str, dls:DataLoaders, metrics:dict, params:dict,
@@ -215,7 +235,7 @@ def dvc_stage() -> dict|None:
     if not name: return None
     from dvc.repo import Repo   # DVC is installed wherever it runs this
     from dvc.stage.serialize import to_single_stage_lockfile
-    with Repo(os.environ.get('DVC_ROOT')) as repo:
+    with Repo() as repo:
         stage = repo.stage.collect(name)[0]
         stage.save_deps()
         stage.outs = []

@@ -1,10 +1,9 @@
 "The commands of the page 'Train on a cloud VM' against a local S3 server (moto): data, bundle and report in a bucket."
-import os, subprocess, sys, time
-import httpx, pytest
+import os, subprocess
+import pytest
 from conftest import ROOT, RUN
 from opsbook.bundle import load_bundle
 from opsbook.data import digits_folder, fingerprint
-from opsbook.learner import free_port
 
 s3fs = pytest.importorskip('s3fs', reason="the cloud extra is not installed: pip install -e '.[cloud]'")
 PAGE = ROOT/'nbs'/'cloud-vm.qmd'
@@ -17,31 +16,6 @@ def sh(cmd:str, timeout:int=300) -> subprocess.CompletedProcess:
     "Run `cmd` with bash from the repository root, as a user would (nbdev-test's IN_TEST left out)."
     env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}
     return subprocess.run(['bash', '-c', cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-@pytest.fixture
-def s3(tmp_path, monkeypatch):
-    "The bucket of the page, `my-bucket`, on a moto server on 127.0.0.1, reached through the AWS variables."
-    port = free_port()
-    server = subprocess.Popen([sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = dict(AWS_ACCESS_KEY_ID='testing', AWS_SECRET_ACCESS_KEY='testing', AWS_DEFAULT_REGION='us-east-1',
-               AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', OPSBOOK_CACHE=str(tmp_path/'cache'))
-    for k, v in env.items(): monkeypatch.setenv(k, v)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                httpx.get(env['AWS_ENDPOINT_URL'], timeout=1)
-                break
-            except httpx.TransportError:
-                if time.time() > deadline or server.poll() is not None: raise
-                time.sleep(0.2)
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir('my-bucket')
-        yield fs
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 def test_the_pages_commands_train_from_and_to_a_bucket_and_reproduce_a_local_run(s3, digits_run):
     upload = page_command('python -c "from opsbook.train import upload_folder')

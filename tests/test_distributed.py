@@ -10,7 +10,7 @@ def check_two_process_run(out, report, single):
     assert (two.params['world_size'], one.params['world_size']) == (2, 1)
     assert abs(two.metrics['test_accuracy'] - one.metrics['test_accuracy']) <= 0.01, (two.metrics, one.metrics)
     assert two.params['train_steps'] == one.params['train_steps']   # the same steps: each process took half of every batch
-    assert sorted(p.name for p in out.iterdir()) == ['bundle', 'wandb']
+    assert sorted(p.name for p in out.iterdir()) == ['bundle', 'history.csv', 'wandb']
     assert len(list((out/'wandb').glob('offline-run-*'))) == 1
     assert '2 processes of 32 images a batch' in report.read_text()
 

@@ -5,7 +5,7 @@ from opsbook.bundle import load_bundle
 from opsbook.train import TrainConfig
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
-    params = dict(epochs=8, size=16, run_name='resumable', out_dir=tmp_path/'run', wandb_mode='disabled')
+    params = dict(epochs=8, size=16, run_name='resumable', out_dir=tmp_path/'run', wandb_mode='disabled', gate_margin=-1.0)
     args = [a for k, v in params.items() for a in ('-p', k, str(v))]
     p = subprocess.Popen([sys.executable, '-m', 'papermill', 'nbs/train.ipynb', str(tmp_path/'first.ipynb'), *args],
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
