@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np, pandas as pd
 import opsbook
+from filelock import FileLock
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -81,6 +82,13 @@ def _write_digits(dst:Path, seed:int, valid_pct:float, test_pct:float):
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.round(img * 255 / 16).astype(np.uint8)).save(d/f'{i:04d}.png')
 
+def _holds_digits(root:Path, record:dict) -> bool:
+    "Whether `root` holds the digits written with the settings of `record`, unchanged since."
+    manifest = root/'digits.json'
+    if not manifest.exists(): return False
+    saved = json.loads(manifest.read_text())
+    return {k: saved.get(k) for k in record} == record and saved.get('fingerprint') == fingerprint(root)
+
 def default_data_dir() -> Path:
     "Where the embedded digits live: `$OPSBOOK_DATA` or `data/digits` in the checkout."
     return resolve_path(os.environ.get('OPSBOOK_DATA', 'data/digits'))
@@ -90,18 +98,18 @@ def digits_folder(root:str|Path|None=None, # where to write; `default_data_dir()
     "scikit-learn's handwritten digits as `root/{train,valid,test}/<digit>/*.png`, written once and verified on reuse."
     root = resolve_path(root) if root else default_data_dir()
     record = dict(source='sklearn.datasets.load_digits', seed=seed, valid_pct=valid_pct, test_pct=test_pct)
-    manifest = root/'digits.json'
-    if manifest.exists():
-        saved = json.loads(manifest.read_text())
-        if {k: saved.get(k) for k in record} == record and saved.get('fingerprint') == fingerprint(root): return root
-        warnings.warn(f"{root} does not match {manifest.name} (files changed or other split settings); writing the "
-                      "digits again")
-    tmp = root.with_name(root.name + '.tmp')
-    shutil.rmtree(tmp, ignore_errors=True)
-    _write_digits(tmp, seed, valid_pct, test_pct)
-    (tmp/'digits.json').write_text(json.dumps({**record, 'fingerprint': fingerprint(tmp)}, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
+    if _holds_digits(root, record): return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(root.with_name(f'.{root.name}.lock')):             # first uses may come from several processes
+        if _holds_digits(root, record): return root                   # another one wrote them meanwhile
+        if root.exists(): warnings.warn(f"{root} does not match its digits.json (files changed or missing, or other "
+                                        "split settings); writing the digits again")
+        tmp = root.with_name(root.name + '.tmp')
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write_digits(tmp, seed, valid_pct, test_pct)
+        (tmp/'digits.json').write_text(json.dumps({**record, 'fingerprint': fingerprint(tmp)}, indent=2))
+        shutil.rmtree(root, ignore_errors=True)
+        tmp.rename(root)
     return root
 
 # %% ../nbs/01_data.ipynb #55dd72c9
