@@ -24,7 +24,7 @@ from .features import (InputSpec, load_image, preprocess, pixel_stats, predictio
 # %% auto #0
 __all__ = ['FILES', 'RequiredStr', 'EXIT', 'export_onnx', 'onnx_opset', 'onnx_session', 'onnx_predict', 'onnx_parity', 'Card',
            'BundleError', 'sha256', 'library_versions', 'git_state', 'reference_frame', 'write_bundle', 'verify_bundle',
-           'Bundle', 'load_bundle', 'leave', 'amend_card']
+           'Bundle', 'load_bundle', 'leave', 'amend_card', 'check_servable']
 
 # %% ../nbs/03_bundle.ipynb #0020ff7a
 def export_onnx(model, # a torch module returning `(logits, embedding)`
@@ -246,3 +246,12 @@ def amend_card(path:Path, files:list[str]=(), **sections) -> Card:
     tmp.write_text(new.model_dump_json(indent=2))
     tmp.replace(path/'bundle.json')
     return new
+
+# %% ../nbs/03_bundle.ipynb #35ebf797
+def check_servable(bundle:Bundle, allow_unapproved:bool=False) -> Bundle:
+    "`bundle`, unless its quality gate did not approve it and serving it anyway was not asked for."
+    if bundle.card.approved is False and not allow_unapproved:
+        why = bundle.card.evaluation.get('gate', {}).get('reason', 'see evaluation.gate in its bundle.json')
+        raise BundleError(f"{bundle.path} was not approved by its quality gate ({why}); retrain it, "
+                          f"or pass --allow-unapproved (OPSBOOK_ALLOW_UNAPPROVED=1) to serve it anyway")
+    return bundle

@@ -27,16 +27,16 @@ from prometheus_client import (CollectorRegistry, Counter, Histogram, Gauge, gen
 
 from .features import (FORMATS, ImageError, load_image, preprocess, pixel_stats, prediction_features, softmax,
                               log_row)
-from .bundle import EXIT, Bundle, BundleError, Card, leave, load_bundle
+from .bundle import EXIT, Bundle, BundleError, Card, check_servable, leave, load_bundle
 from .batcher import MicroBatcher
 from .requestlog import LogFull, RequestLog
 
 # %% auto #0
 __all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'PAGE', 'RESOLVED', 'Settings',
-           'header_pixels', 'Busy', 'PixelBudget', 'create_metrics', 'exposition', 'BodyLimit', 'Measure',
-           'check_servable', 'Service', 'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error',
-           'responses', 'add_error_handlers', 'service', 'require_key', 'healthz', 'readyz', 'page', 'predict',
-           'predict_batch', 'model', 'metrics', 'drift', 'state_limits', 'create_app', 'app_from_env', 'serve']
+           'header_pixels', 'Busy', 'PixelBudget', 'create_metrics', 'exposition', 'BodyLimit', 'Measure', 'Service',
+           'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses', 'add_error_handlers',
+           'service', 'require_key', 'healthz', 'readyz', 'page', 'predict', 'predict_batch', 'model', 'metrics',
+           'drift', 'state_limits', 'create_app', 'app_from_env', 'serve']
 
 # %% ../nbs/10_serve.ipynb #6a63a075
 class Settings(BaseSettings):
@@ -183,15 +183,6 @@ class Measure:
             ep = route.path if route else 'unmatched'
             self.requests.labels(ep, str(status)).inc()
             self.latency.labels(ep).observe(time.perf_counter() - t0)
-
-# %% ../nbs/10_serve.ipynb #35ebf797
-def check_servable(bundle:Bundle, allow_unapproved:bool=False) -> Bundle:
-    "`bundle`, unless its quality gate did not approve it and serving it anyway was not asked for."
-    if bundle.card.approved is False and not allow_unapproved:
-        why = bundle.card.evaluation.get('gate', {}).get('reason', 'see evaluation.gate in its bundle.json')
-        raise BundleError(f"{bundle.path} was not approved by its quality gate ({why}); retrain it, "
-                          f"or pass --allow-unapproved (OPSBOOK_ALLOW_UNAPPROVED=1) to serve it anyway")
-    return bundle
 
 # %% ../nbs/10_serve.ipynb #f6bb8916
 class Service:
