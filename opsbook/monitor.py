@@ -20,8 +20,8 @@ from .features import (DRIFT_NUMERIC, DRIFT_CATEGORICAL, DRIFT_GROUPS, load_imag
 from .bundle import EXIT, Bundle, RequiredStr, leave, load_bundle
 
 # %% auto #0
-__all__ = ['reference_features', 'image_features', 'Verdict', 'group_drift', 'drift_report', 'read_log', 'post_webhook',
-           'drift_check', 'drift_cli']
+__all__ = ['reference_features', 'image_features', 'Verdict', 'group_drift', 'drift_report', 'read_log', 'atc_threshold',
+           'estimate_accuracy', 'bundle_threshold', 'post_webhook', 'drift_check', 'drift_cli']
 
 # %% ../nbs/09_monitor.ipynb #4cb7a37a
 def reference_features(bundle:Bundle) -> pd.DataFrame:
@@ -127,6 +127,24 @@ def read_log(db:str|Path, bundle:Bundle, window:int|None=500, since:float|None=N
     frame = df.iloc[::-1]
     proj = bundle.projection()
     return drift_features(frame, log_embeddings(list(frame.embedding), len(proj['mean'])), proj)
+
+# %% ../nbs/09_monitor.ipynb #40970f69
+def atc_threshold(conf:np.ndarray, # top-class confidence of each labelled prediction
+                  correct:np.ndarray, # whether each of them was right
+                 ) -> float:
+    "The confidence above which the share of predictions equals their accuracy: ATC's threshold."
+    conf = np.sort(np.asarray(conf, np.float64))
+    k = len(conf) - int(round(np.mean(correct) * len(conf)))     # the k least confident are taken as the wrong ones
+    return float(conf[k]) if k < len(conf) else float(np.nextafter(conf[-1], np.inf))
+
+def estimate_accuracy(conf:np.ndarray, threshold:float) -> float|None:
+    "ATC's estimate of accuracy: the share of confidences `conf` at or above `threshold`; None without predictions."
+    return float(np.mean(np.asarray(conf) >= threshold)) if len(conf) else None
+
+def bundle_threshold(bundle:Bundle) -> float:
+    "ATC's threshold fitted on the bundle's labelled reference set."
+    ref = bundle.reference()
+    return atc_threshold(ref.confidence.values, (ref.pred == ref.label).values)
 
 # %% ../nbs/09_monitor.ipynb #3f0ebd5b
 def post_webhook(url:str, verdict:Verdict, timeout:float=10):
