@@ -359,7 +359,7 @@ async def healthz(): return {'status': 'ok'}
             responses=responses(503))
 def readyz(svc:Service=Depends(service)):
     if why := svc.not_ready(): raise HTTPException(503, f"not ready: {why}")
-    problem = svc.log.problem          # logging degraded is still ready: see "A request log that fails" below
+    problem = svc.log.problem          # still ready, on purpose: serving works ("A request log that fails")
     return {'status': 'ready', 'model': svc.bundle.card.name, 'version': svc.bundle.card.version,
             'logging': 'degraded' if problem else 'ok', 'logging_reason': problem}
 
