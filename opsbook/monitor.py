@@ -18,6 +18,7 @@ from evidently.presets import DataDriftPreset
 from .features import (DRIFT_NUMERIC, DRIFT_CATEGORICAL, DRIFT_GROUPS, load_image, pixel_stats,
                               prediction_features, drift_features, log_embeddings)
 from .bundle import EXIT, Bundle, RequiredStr, leave, load_bundle
+from .requestlog import window_sql
 
 # %% auto #0
 __all__ = ['reference_features', 'image_features', 'Verdict', 'group_drift', 'drift_report', 'read_log', 'atc_threshold',
@@ -115,8 +116,7 @@ def read_log(db:str|Path, bundle:Bundle, window:int|None=500, since:float|None=N
     if not db.is_file(): raise FileNotFoundError(f"request log {db} does not exist; pass the --log-db of the running "
                                                  "opsbook-serve")
     c = bundle.card
-    q = ('select * from predictions where model = ? and version = ?' + (' and ts >= ?' if since else '')
-         + ' order by id desc' + (' limit ?' if window else ''))
+    q = window_sql(since=bool(since), window=bool(window))   # one range of the log's (model, version, ts) index
     with sqlite3.connect(f'file:{db}?mode=ro', uri=True) as con:
         params = [c.name, c.version, *([since] if since else []), *([window] if window else [])]
         df = pd.read_sql_query(q, con, params=params)

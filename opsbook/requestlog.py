@@ -1,4 +1,4 @@
-"""Every answered prediction as one SQLite row, written off the request path: bounded, retried, loud when it falls behind
+"""Every answered prediction as one SQLite row, written off the request path: bounded in memory and on disk, and never a reason to refuse a prediction
 
 Docs: https://opsbook.github.io/opsbook/requestlog.html.md"""
 
@@ -6,77 +6,163 @@ Docs: https://opsbook.github.io/opsbook/requestlog.html.md"""
 
 # %% ../nbs/08_requestlog.ipynb #0b4403c9
 from __future__ import annotations
-import queue, sqlite3, threading, time
+import math, queue, sqlite3, threading, time
 from pathlib import Path
 
 from .features import LOG_COLUMNS
 
 # %% auto #0
-__all__ = ['LogFull', 'RequestLog']
+__all__ = ['transient', 'RequestLog', 'window_sql']
+
+# %% ../nbs/08_requestlog.ipynb #2d8e5f31
+def transient(e:Exception) -> bool:
+    "Whether the error `e` may pass by itself (the database is busy or locked), so that a retry can succeed."
+    if not isinstance(e, sqlite3.Error): return False
+    code = getattr(e, 'sqlite_errorcode', None)
+    if code is not None: return code & 0xff in (5, 6)            # SQLITE_BUSY, SQLITE_LOCKED (extended codes too)
+    return any(w in str(e) for w in ('database is locked', 'database table is locked', 'database is busy'))
 
 # %% ../nbs/08_requestlog.ipynb #fad0cf9b
-class LogFull(RuntimeError):
-    "The request log cannot take another row now: its queue is full, or its writer stopped."
-
 class RequestLog:
-    "Rows appended to a SQLite table by a background thread, from a bounded queue; `close` flushes them all."
-    def __init__(self, path:str|Path, table:str='predictions', every:float=0.05, max_queue:int=10_000, on_error=None):
-        self.path, self.table, self.every, self.on_error = Path(path), table, every, on_error
-        self.q, self.errors, self.last_error, self.closing = queue.Queue(max_queue), 0, None, False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-        self.db.execute('pragma journal_mode=wal')
-        self.db.execute('pragma synchronous=normal')
-        self.db.execute(f"create table if not exists {table} (id integer primary key, "
-                        f"{', '.join(f'{k} {v}' for k, v in LOG_COLUMNS.items())})")
-        self.db.commit()
-        self._check_columns()
+    "Rows appended to a SQLite table by a background thread from a bounded queue, old rows deleted; rows it cannot write are dropped and counted."
+    def __init__(self, path:str|Path, # the SQLite file, created with its folder if missing
+                 table:str='predictions', # the table's name
+                 every:float=0.05, # seconds the writer waits for rows to join a batch
+                 max_queue:int=10_000, # rows waiting to be written, at most; more are dropped
+                 max_rows:int=2_000_000, # rows kept, the newest; 0: no limit
+                 max_age_s:float=30 * 86400, # seconds a row is kept; 0: no limit
+                 retry_s:float=10.0, # how long a batch is retried while the database is busy or locked
+                 busy_s:float=5.0, # how long one write waits for another connection's lock
+                 prune_s:float=10.0, # seconds between looks for rows to delete, when the last look found none
+                 prune_batch:int=1_000, # rows deleted per transaction
+                 degraded_s:float=60.0, # seconds `problem` reports a dropped row
+                 on_error=None, # called with each exception of a failed write or delete
+                 on_drop=None): # called with the number of rows dropped, each time some are
+        self.path, self.table, self.every, self.max_rows, self.max_age_s = Path(path), table, every, max_rows, max_age_s
+        self.retry_s, self.busy_s, self.prune_s, self.prune_batch = retry_s, busy_s, prune_s, prune_batch
+        self.degraded_s, self.on_error, self.on_drop = degraded_s, on_error, on_drop
+        self.q, self.lock, self.db, self.closing = queue.Queue(max_queue), threading.Lock(), None, False
+        self.errors, self.dropped, self.written, self.pruned = 0, 0, 0, 0
+        self.last_error, self.drop_reason, self.dropped_at = None, None, -math.inf
+        self.next_prune = time.monotonic() if max_rows or max_age_s else math.inf
+        try: self._open()
+        except (sqlite3.Error, OSError) as e: self._failed(e)   # degraded: the writer tries again with each batch
         self.thread = threading.Thread(target=self._run, name='request-log', daemon=True)
         self.thread.start()
 
-    def _check_columns(self):
-        have = [r[1] for r in self.db.execute(f'pragma table_info({self.table})')][1:]
-        if have != list(LOG_COLUMNS):
-            self.db.close()
-            raise ValueError(f"{self.path} holds a {self.table} table with other columns ({', '.join(have)}); "
-                             f"this opsbook writes {', '.join(LOG_COLUMNS)}: use a new log file")
+    def _open(self) -> sqlite3.Connection:
+        "The connection, opened at the first call that succeeds: WAL mode, the table and its indexes created."
+        if self.db: return self.db
+        t = self.table
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=self.busy_s, check_same_thread=False)
+        try:
+            db.execute('pragma journal_mode=wal')
+            db.execute('pragma synchronous=normal')
+            db.execute(f"create table if not exists {t} (id integer primary key, "
+                       f"{', '.join(f'{k} {v}' for k, v in LOG_COLUMNS.items())})")
+            have = [r[1] for r in db.execute(f'pragma table_info({t})')][1:]
+            if have != list(LOG_COLUMNS):
+                raise ValueError(f"{self.path} holds a {t} table with other columns ({', '.join(have)}); "
+                                 f"this opsbook writes {', '.join(LOG_COLUMNS)}: use a new log file")
+            db.execute(f'create index if not exists {t}_version_ts on {t} (model, version, ts)')   # the drift reads
+            db.execute(f'create index if not exists {t}_ts on {t} (ts)')                           # deleting by age
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        self.db = db
+        return db
 
     @property
-    def healthy(self) -> bool:
-        "The writer is running and its last write succeeded."
-        return self.thread.is_alive() and self.last_error is None
+    def problem(self) -> str|None:
+        "Why logging is degraded now (writes fail, rows were dropped lately, the writer stopped), or None."
+        if not self.thread.is_alive(): return 'its writer stopped'
+        if self.last_error: return f"writing fails ({self.last_error}); {self.dropped:,} dropped so far"
+        if (ago := time.monotonic() - self.dropped_at) < self.degraded_s:
+            return f"{self.dropped:,} dropped so far, the latest {ago:.0f} s ago ({self.drop_reason})"
 
-    def add(self, row:dict):
-        "Queue `row` for writing, or raise `LogFull` at once when the log cannot take it."
-        if not self.thread.is_alive() or self.closing: raise LogFull(f"the request log {self.path} is not running")
-        try: self.q.put_nowait(row)
-        except queue.Full: raise LogFull(f"the request log {self.path} is {self.q.maxsize:,} rows behind") from None
+    def add(self, row:dict) -> bool:
+        "Queue `row` for writing; when the log cannot take it now, drop it, count it and return False. Never raises."
+        if not self.closing:
+            try:
+                self.q.put_nowait(row)
+                return True
+            except queue.Full: why = f"the writer is {self.q.maxsize:,} rows behind"
+        else: why = 'the log is closing'
+        self._drop(1, why)
+        return False
+
+    def _failed(self, e:Exception):
+        self.errors, self.last_error = self.errors + 1, f"{type(e).__name__}: {e}"
+        if self.on_error: self.on_error(e)
+
+    def _drop(self, n:int, why:str):
+        with self.lock: self.dropped, self.dropped_at, self.drop_reason = self.dropped + n, time.monotonic(), why
+        if self.on_drop: self.on_drop(n)
 
     def _write(self, rows:list[dict]):
+        "Insert `rows` in one transaction, retrying while the database is busy; drop and count them when that fails."
         sql = f"insert into {self.table} ({', '.join(LOG_COLUMNS)}) values ({', '.join('?' * len(LOG_COLUMNS))})"
-        for attempt in range(1_000_000):
+        vals, t0, wait = [tuple(r.get(k) for k in LOG_COLUMNS) for r in rows], time.monotonic(), 0.05
+        while True:
             try:
-                with self.db: self.db.executemany(sql, [tuple(r.get(k) for k in LOG_COLUMNS) for r in rows])
-                self.last_error = None
+                with self._open() as db: db.executemany(sql, vals)
+                self.last_error, self.written = None, self.written + len(rows)
                 return
-            except sqlite3.Error as e:
-                self.errors, self.last_error = self.errors + 1, f"{type(e).__name__}: {e}"
-                if self.on_error: self.on_error(e)
-                if self.closing and attempt >= 2: raise
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            except Exception as e:
+                self._failed(e)
+                if not transient(e) or self.closing or time.monotonic() - t0 + wait > self.retry_s:
+                    return self._drop(len(rows), self.last_error)
+                time.sleep(wait)
+                wait = min(2 * wait, 1.0)
+
+    def _delete(self, sql:str, *args) -> int:
+        with self.db: return self.db.execute(sql, args).rowcount
+
+    def _prune(self):
+        "Delete one batch of rows past `max_age_s` and one beyond the newest `max_rows`, when it is time to look."
+        if time.monotonic() < self.next_prune or not self.db: return
+        t, n, found = self.table, self.prune_batch, 0
+        try:
+            if self.max_age_s:
+                found += self._delete(f'delete from {t} where id in (select id from {t} where ts < ? order by ts '
+                                      'limit ?)', time.time() - self.max_age_s, n)
+            if self.max_rows and (last := self.db.execute(f'select max(id) from {t}').fetchone()[0]):
+                found += self._delete(f'delete from {t} where id in (select id from {t} where id <= ? order by id '
+                                      'limit ?)', last - self.max_rows, n)
+        except Exception as e: self._failed(e)       # nothing is lost: the next look tries again
+        self.pruned += found
+        self.next_prune = time.monotonic() + (0 if found >= n else self.prune_s)   # a full batch: more may be due
+
+    def _take(self) -> list:
+        "The rows queued by now: the first awaited until the next pruning is due, then `every` s for others to join."
+        wait = self.next_prune - time.monotonic()
+        try: rows = [self.q.get(timeout=None if wait == math.inf else max(wait, 0))]
+        except queue.Empty: return []
+        time.sleep(self.every)
+        while len(rows) < 10_000:
+            try: rows.append(self.q.get_nowait())
+            except queue.Empty: break
+        return rows
 
     def _run(self):
         done = False
         while not done:
-            rows = [self.q.get()]
-            time.sleep(self.every)
-            while not self.q.empty() and len(rows) < 10_000: rows.append(self.q.get_nowait())
+            rows = self._take()
             if None in rows: done, rows = True, [r for r in rows if r is not None]
             if rows: self._write(rows)
+            if not done: self._prune()
 
     def close(self):
-        "Write every queued row, then close the database."
+        "Write every queued row (or drop it, counted, when the database fails), then close the database."
         self.closing = True
-        self.q.put(None)
+        if self.thread.is_alive(): self.q.put(None)
         self.thread.join()
-        self.db.close()
+        if self.db: self.db.close()
+
+# %% ../nbs/08_requestlog.ipynb #bc63c4d8
+def window_sql(table:str='predictions', since:bool=False, window:bool=True) -> str:
+    "SQL for one model version's rows, newest first: those after a time (`since`) and/or the latest N (`window`)."
+    return (f'select * from {table} where model = ? and version = ?' + (' and ts >= ?' if since else '')
+            + ' order by ts desc' + (' limit ?' if window else ''))

@@ -29,7 +29,7 @@ from .features import (FORMATS, ImageError, load_image, preprocess, pixel_stats,
                               log_row)
 from .bundle import EXIT, Bundle, BundleError, Card, check_servable, leave, load_bundle
 from .batcher import MicroBatcher
-from .requestlog import LogFull, RequestLog
+from .requestlog import RequestLog
 
 # %% auto #0
 __all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'PAGE', 'RESOLVED', 'Settings',
@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     log_db: str = Field('requests.db', description="SQLite request log")
     store_images: bool = Field(False, description="keep the uploaded bytes in the request log")
     allow_unapproved: bool = Field(False, description="serve a bundle that its quality gate did not approve")
+    log_max_rows: int = Field(2_000_000, ge=0, description="rows the request log keeps, the newest; 0: no limit")
+    log_max_days: float = Field(30.0, ge=0, description="days the request log keeps a row; 0: no limit")
 
     @model_validator(mode='after')
     def _consistent(self):
@@ -123,7 +125,10 @@ def create_metrics() -> tuple[CollectorRegistry, dict]:
         batch=Histogram('opsbook_batch_size', 'Images per ONNX Runtime call', registry=reg,
                         buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
         predictions=Counter('opsbook_predictions', 'Predictions by class', ['label'], registry=reg),
-        log_errors=Counter('opsbook_log_write_errors', 'Failed writes to the request log (retried)', registry=reg),
+        log_errors=Counter('opsbook_log_write_errors', 'Failed writes to the request log (a locked database is '
+                           'retried, other errors drop the rows)', registry=reg),
+        log_dropped=Counter('opsbook_requestlog_dropped', 'Answered predictions the request log did not record '
+                            '(its database failed, or its queue was full)', registry=reg),
         drift_share=Gauge('opsbook_drift_share', 'Share of drifted feature groups at the latest drift check', **latest),
         drift=Gauge('opsbook_drift_detected', 'Latest drift verdict: 1 drift, 0 none, -1 too few rows', **latest),
         model=Gauge('opsbook_model_info', 'The model being served', ['name', 'version', 'architecture'], registry=reg,
@@ -198,7 +203,8 @@ class Service:
         bundle = check_servable(load_bundle(self.s.bundle, threads=self.s.threads), self.s.allow_unapproved)
         c = bundle.card
         self.m['model'].labels(c.name, c.version, c.architecture).set(1)
-        self.log = RequestLog(self.s.log_db, on_error=lambda e: self.m['log_errors'].inc())
+        self.log = RequestLog(self.s.log_db, max_rows=self.s.log_max_rows, max_age_s=self.s.log_max_days * 86400,
+                              on_error=lambda e: self.m['log_errors'].inc(), on_drop=self.m['log_dropped'].inc)
         self.bundle = bundle
         self._run(preprocess([Image.new('L', (8, 8))], bundle.spec))
 
@@ -217,7 +223,6 @@ class Service:
     def not_ready(self) -> str|None:
         "Why the service cannot answer predictions now, or None when it can."
         if not (self.bundle and self.batcher): return 'the model is not loaded yet'
-        if not self.log.healthy: return f"the request log is failing ({self.log.last_error or 'its writer stopped'})"
         if self.batcher.task.done(): return 'the batcher stopped'
 
     def _run(self, x:np.ndarray):
@@ -254,8 +259,7 @@ class Service:
             a = dict(label=top[0]['label'], confidence=top[0]['probability'], top=top, model=c.name, version=c.version,
                      request_id=uuid.uuid4().hex)
             row = log_row(a['request_id'], c.name, c.version, {k: v[i] for k, v in feats.items()}, stats, emb[i], top, ms, data)
-            try: self.log.add(row)
-            except LogFull as e: raise Busy(f"{e}; retry in a few seconds", 5) from None
+            self.log.add(row)                  # never fails: a row it cannot take is dropped and counted
             self.m['predictions'].labels(a['label']).inc()
             answers.append(a)
         return answers
@@ -279,10 +283,13 @@ class Health(BaseModel):
     status: Literal['ok']
 
 class Ready(BaseModel):
-    "The service can answer predictions."
+    "The service can answer predictions; `logging` says whether it records them."
     status: Literal['ready']
     model: str = Field(description="bundle name")
     version: str = Field(description="bundle version")
+    logging: Literal['ok', 'degraded'] = Field(description="'degraded': predictions are answered, but the request log "
+                                                           "is failing or dropping rows")
+    logging_reason: str|None = Field(None, description="why logging is degraded")
 
 class ClassProb(BaseModel):
     "A class and its probability."
@@ -348,11 +355,13 @@ public, predicting, admin = APIRouter(), APIRouter(), APIRouter()
 @public.get('/healthz', response_model=Health, summary='The process is up')
 async def healthz(): return {'status': 'ok'}
 
-@public.get('/readyz', response_model=Ready, summary='The model is loaded and the request log is writing',
+@public.get('/readyz', response_model=Ready, summary='The model is loaded (and whether the request log is writing)',
             responses=responses(503))
 def readyz(svc:Service=Depends(service)):
     if why := svc.not_ready(): raise HTTPException(503, f"not ready: {why}")
-    return {'status': 'ready', 'model': svc.bundle.card.name, 'version': svc.bundle.card.version}
+    problem = svc.log.problem          # still ready, on purpose: serving works ("A request log that fails")
+    return {'status': 'ready', 'model': svc.bundle.card.name, 'version': svc.bundle.card.version,
+            'logging': 'degraded' if problem else 'ok', 'logging_reason': problem}
 
 @public.get('/', response_class=HTMLResponse, include_in_schema=False)
 def page(): return PAGE
