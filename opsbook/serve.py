@@ -117,7 +117,7 @@ def create_metrics() -> tuple[CollectorRegistry, dict]:
     "A registry with the service's request, latency, batch, prediction, log and model metrics."
     reg = CollectorRegistry()
     latest = dict(registry=reg, multiprocess_mode='mostrecent')
-    return reg, dict(
+    m = dict(
         requests=Counter('opsbook_requests', 'Requests answered', ['endpoint', 'status'], registry=reg),
         latency=Histogram('opsbook_request_seconds', 'Request latency', ['endpoint'], registry=reg,
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5)),
@@ -131,6 +131,8 @@ def create_metrics() -> tuple[CollectorRegistry, dict]:
         estimated_accuracy=Gauge('opsbook_estimated_accuracy', 'Label-free accuracy estimate at the latest check', **latest),
         model=Gauge('opsbook_model_info', 'The model being served', ['name', 'version', 'architecture'], registry=reg,
                     multiprocess_mode='max'))
+    for k in ('accuracy', 'estimated_accuracy'): m[k].set(float('nan'))   # unknown until measured: no alert at start
+    return reg, m
 
 def exposition(reg:CollectorRegistry) -> bytes:
     "The metrics of `reg` in Prometheus' text format, or of all worker processes in multiprocess mode."
