@@ -7,6 +7,7 @@ Docs: https://opsbook.github.io/opsbook/monitor.html.md"""
 # %% ../nbs/09_monitor.ipynb #3c3c06a1
 from __future__ import annotations
 import json, sqlite3, sys, urllib.request, warnings
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -22,7 +23,8 @@ from .requestlog import window_sql
 
 # %% auto #0
 __all__ = ['reference_features', 'image_features', 'Verdict', 'group_drift', 'drift_report', 'read_log', 'atc_threshold',
-           'estimate_accuracy', 'bundle_threshold', 'post_webhook', 'drift_check', 'drift_cli']
+           'estimate_accuracy', 'bundle_threshold', 'read_labelled', 'live_performance', 'post_webhook', 'drift_check',
+           'drift_cli', 'performance_check', 'performance_cli']
 
 # %% ../nbs/09_monitor.ipynb #4cb7a37a
 def reference_features(bundle:Bundle) -> pd.DataFrame:
@@ -146,6 +148,37 @@ def bundle_threshold(bundle:Bundle) -> float:
     ref = bundle.reference()
     return atc_threshold(ref.confidence.values, (ref.pred == ref.label).values)
 
+# %% ../nbs/09_monitor.ipynb #9b7e4aa4
+def read_labelled(db:str|Path, window:int=500) -> pd.DataFrame:
+    "The last `window` predictions of the log `db` (any version) with their true label, None where none came back."
+    db = Path(db)
+    if not db.is_file(): raise FileNotFoundError(f"request log {db} does not exist; pass the --log-db of the running "
+                                                 "opsbook-serve")
+    q = ('select p.id, p.version, p.pred, p.confidence, f.label from (select id, request_id, version, pred, confidence '
+         'from predictions order by id desc limit ?) p left join feedback f on f.request_id = p.request_id order by p.id')
+    with closing(sqlite3.connect(f'file:{db}?mode=ro', uri=True)) as con:
+        has_feedback = con.execute("select 1 from sqlite_master where name = 'feedback'").fetchone()
+        if not has_feedback: q = q.replace('left join feedback f on f.request_id = p.request_id', '').replace('f.label', 'null as label')
+        return pd.read_sql_query(q, con, params=[window])
+
+# %% ../nbs/09_monitor.ipynb #cbc35180
+def _figures(df:pd.DataFrame, threshold:float|None) -> dict:
+    lab = df[df.label.notna()]
+    right = lab.pred == lab.label
+    recall = right.groupby(lab.label).mean()
+    return dict(predictions=len(df), labelled=len(lab), accuracy=float(right.mean()) if len(lab) else None,
+                estimated_accuracy=None if threshold is None else estimate_accuracy(df[df.label.isna()].confidence, threshold),
+                recall={k: float(v) for k, v in recall.items()})
+
+def live_performance(frame:pd.DataFrame, # `read_labelled`'s rows
+                     bundle:Bundle) -> dict: # the bundle being served: its version and ATC threshold
+    "Labelled count, accuracy, label-free estimate and per-class recall of `frame`, overall and per model version."
+    thr, v = bundle_threshold(bundle), bundle.card.version
+    versions = {k: _figures(g, thr if k == v else None) for k, g in frame.groupby('version', sort=False)}
+    overall = _figures(frame, thr)
+    if set(frame.version) - {v}: overall['estimated_accuracy'] = versions.get(v, {}).get('estimated_accuracy')
+    return dict(window=len(frame), version=v, **overall, versions=versions)
+
 # %% ../nbs/09_monitor.ipynb #3f0ebd5b
 def post_webhook(url:str, verdict:Verdict, timeout:float=10):
     "POST `verdict` as JSON to `url`."
@@ -177,3 +210,23 @@ def drift_cli(bundle:RequiredStr, # the model bundle being served
               webhook:str=None): # POST the verdict as JSON to this URL
     "Check a serving log for data drift; exit 0 none, 1 drift, 2 usage, 3 too few rows, 4 unusable input."
     leave(drift_check(bundle, log, window, drift_share, out, webhook))
+
+# %% ../nbs/09_monitor.ipynb #9e6c00f8
+def performance_check(bundle:str, log:str, window:int, min_accuracy:float, min_labelled:int) -> int:
+    "Check live accuracy as `opsbook-performance` does; its exit status."
+    try: perf = live_performance(read_labelled(log, window), load_bundle(bundle, threads=1))
+    except (ValueError, FileNotFoundError, sqlite3.Error) as e:
+        print(f"opsbook-performance: {e}", file=sys.stderr)
+        return EXIT['bad_input']
+    print(json.dumps(perf, indent=2))
+    if perf['labelled'] < min_labelled: return EXIT['too_few']
+    return EXIT['drift'] if perf['accuracy'] < min_accuracy else EXIT['ok']
+
+@call_parse
+def performance_cli(bundle:RequiredStr, # the model bundle being served
+                    log:str='requests.db', # the service's SQLite request log
+                    window:int=500, # the last N predictions
+                    min_accuracy:float=0.9, # live accuracy below this exits 1
+                    min_labelled:int=30): # fewer labelled predictions than this exits 3
+    "Check live accuracy from fed-back labels; exit 0 fine, 1 below --min-accuracy, 2 usage, 3 too few labels, 4 unusable input."
+    leave(performance_check(bundle, log, window, min_accuracy, min_labelled))

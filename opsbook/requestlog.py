@@ -7,12 +7,13 @@ Docs: https://opsbook.github.io/opsbook/requestlog.html.md"""
 # %% ../nbs/08_requestlog.ipynb #0b4403c9
 from __future__ import annotations
 import math, queue, sqlite3, threading, time
+from contextlib import closing
 from pathlib import Path
 
 from .features import LOG_COLUMNS
 
 # %% auto #0
-__all__ = ['transient', 'RequestLog', 'window_sql']
+__all__ = ['FEEDBACK_SCHEMA', 'transient', 'RequestLog', 'window_sql', 'find_prediction', 'record_feedback']
 
 # %% ../nbs/08_requestlog.ipynb #2d8e5f31
 def transient(e:Exception) -> bool:
@@ -166,3 +167,26 @@ def window_sql(table:str='predictions', since:bool=False, window:bool=True) -> s
     "SQL for one model version's rows, newest first: those after a time (`since`) and/or the latest N (`window`)."
     return (f'select * from {table} where model = ? and version = ?' + (' and ts >= ?' if since else '')
             + ' order by ts desc' + (' limit ?' if window else ''))
+
+# %% ../nbs/08_requestlog.ipynb #2d92ed4d
+FEEDBACK_SCHEMA = ('create table if not exists feedback (request_id text primary key, label text not null, ts real not null)',
+                   'create index if not exists predictions_request_id on predictions (request_id)')
+
+def _connect(path:str|Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30)
+    for sql in FEEDBACK_SCHEMA: db.execute(sql)
+    return db
+
+def find_prediction(path:str|Path, request_id:str) -> dict|None:
+    "The model, version and predicted class logged for `request_id`, or None when the log has no such prediction."
+    with closing(_connect(path)) as db:
+        row = db.execute('select model, version, pred from predictions where request_id = ?', (request_id,)).fetchone()
+    return dict(zip(('model', 'version', 'pred'), row)) if row else None
+
+def record_feedback(path:str|Path, request_id:str, label:str) -> float:
+    "Record `label` as the true class of the prediction `request_id`, replacing an earlier label; the time recorded."
+    ts = time.time()
+    with closing(_connect(path)) as db, db:
+        db.execute('insert into feedback (request_id, label, ts) values (?, ?, ?) on conflict (request_id) do update '
+                   'set label = excluded.label, ts = excluded.ts', (request_id, label, ts))
+    return ts

@@ -29,14 +29,15 @@ from .features import (FORMATS, ImageError, load_image, preprocess, pixel_stats,
                               log_row)
 from .bundle import EXIT, Bundle, BundleError, Card, check_servable, leave, load_bundle
 from .batcher import MicroBatcher
-from .requestlog import RequestLog
+from .requestlog import RequestLog, find_prediction, record_feedback
 
 # %% auto #0
-__all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'PAGE', 'RESOLVED', 'Settings',
-           'header_pixels', 'Busy', 'PixelBudget', 'create_metrics', 'exposition', 'BodyLimit', 'Measure', 'Service',
-           'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses', 'add_error_handlers',
-           'service', 'require_key', 'healthz', 'readyz', 'page', 'predict', 'predict_batch', 'model', 'metrics',
-           'drift', 'state_limits', 'create_app', 'app_from_env', 'serve']
+__all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'UNKNOWN', 'PAGE', 'RESOLVED',
+           'Settings', 'header_pixels', 'Busy', 'PixelBudget', 'create_metrics', 'exposition', 'BodyLimit', 'Measure',
+           'Service', 'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses',
+           'add_error_handlers', 'service', 'require_key', 'healthz', 'readyz', 'page', 'predict', 'predict_batch',
+           'model', 'metrics', 'drift', 'Feedback', 'FeedbackAnswer', 'Figures', 'Performance', 'logged', 'feedback',
+           'performance', 'state_limits', 'create_app', 'app_from_env', 'serve']
 
 # %% ../nbs/10_serve.ipynb #6a63a075
 class Settings(BaseSettings):
@@ -118,7 +119,7 @@ def create_metrics() -> tuple[CollectorRegistry, dict]:
     "A registry with the service's request, latency, batch, prediction, log and model metrics."
     reg = CollectorRegistry()
     latest = dict(registry=reg, multiprocess_mode='mostrecent')
-    return reg, dict(
+    m = dict(
         requests=Counter('opsbook_requests', 'Requests answered', ['endpoint', 'status'], registry=reg),
         latency=Histogram('opsbook_request_seconds', 'Request latency', ['endpoint'], registry=reg,
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5)),
@@ -131,8 +132,12 @@ def create_metrics() -> tuple[CollectorRegistry, dict]:
                             '(its database failed, or its queue was full)', registry=reg),
         drift_share=Gauge('opsbook_drift_share', 'Share of drifted feature groups at the latest drift check', **latest),
         drift=Gauge('opsbook_drift_detected', 'Latest drift verdict: 1 drift, 0 none, -1 too few rows', **latest),
+        accuracy=Gauge('opsbook_live_accuracy', 'Accuracy over fed-back labels at the latest performance check', **latest),
+        estimated_accuracy=Gauge('opsbook_estimated_accuracy', 'Label-free accuracy estimate at the latest check', **latest),
         model=Gauge('opsbook_model_info', 'The model being served', ['name', 'version', 'architecture'], registry=reg,
                     multiprocess_mode='max'))
+    for k in ('accuracy', 'estimated_accuracy'): m[k].set(float('nan'))   # unknown until measured: no alert at start
+    return reg, m
 
 def exposition(reg:CollectorRegistry) -> bytes:
     "The metrics of `reg` in Prometheus' text format, or of all worker processes in multiprocess mode."
@@ -401,6 +406,62 @@ async def drift(window:int=Query(500, ge=1, le=100_000, description='the last N 
                 svc:Service=Depends(service)):
     verdict, page = await run_in_threadpool(svc.drift, window, format == 'html')
     return HTMLResponse(page) if page else verdict
+
+# %% ../nbs/10_serve.ipynb #e0962c87
+class Feedback(BaseModel):
+    "The true label of a logged prediction."
+    request_id: str = Field(min_length=1, max_length=64, description="the `request_id` of the prediction's answer")
+    label: str = Field(min_length=1, description="its true class, one of the model's classes")
+
+class FeedbackAnswer(Feedback):
+    "A label recorded."
+    pred: str = Field(description="what the model predicted")
+    correct: bool = Field(description="whether it was right")
+    version: str = Field(description="the model version that predicted it")
+
+class Figures(BaseModel):
+    "Live figures over a window of predictions."
+    predictions: int = Field(description="predictions in the window")
+    labelled: int = Field(description="how many of them have a true label")
+    accuracy: float | None = Field(description="accuracy over the labelled ones; null when none")
+    estimated_accuracy: float | None = Field(description="label-free (ATC) estimate over the unlabelled ones")
+    recall: dict[str, float] = Field(description="per true class, over the labelled ones")
+
+class Performance(Figures):
+    "Live accuracy of the last `window` predictions, overall and per model version."
+    window: int = Field(description="predictions read")
+    version: str = Field(description="the version being served, whose threshold gives the estimate")
+    versions: dict[str, Figures] = Field(description="the same figures per model version")
+
+UNKNOWN = {404: {'model': Error, 'description': 'no logged prediction has this request_id'}}
+
+async def logged(svc:Service, request_id:str, wait_s:float=1.0) -> dict|None:
+    "The logged prediction `request_id`, waiting up to `wait_s` for a row still in a writer's queue."
+    deadline = time.monotonic() + wait_s
+    while not (row := await run_in_threadpool(find_prediction, svc.s.log_db, request_id)):
+        if time.monotonic() > deadline: return None
+        await asyncio.sleep(0.05)
+    return row
+
+@predicting.post('/feedback', response_model=FeedbackAnswer, summary="Send a prediction's true label (the last wins)",
+                 responses=UNKNOWN | responses(422))
+async def feedback(fb:Feedback, svc:Service=Depends(service)):
+    if fb.label not in svc.bundle.classes: raise HTTPException(422, f"label {fb.label!r} is not one of the model's "
+                                                                    f"classes {svc.bundle.classes}")
+    if not (row := await logged(svc, fb.request_id)): raise HTTPException(404, f"no prediction {fb.request_id!r} in the "
+                                                                          "request log; send the request_id of an answer")
+    await run_in_threadpool(record_feedback, svc.s.log_db, fb.request_id, fb.label)
+    return FeedbackAnswer(**fb.model_dump(), pred=row['pred'], correct=row['pred'] == fb.label, version=row['version'])
+
+@admin.get('/monitoring/performance', response_model=Performance, summary='Live accuracy from fed-back labels',
+           responses=responses(422))
+async def performance(window:int=Query(500, ge=1, le=100_000, description='the last N logged predictions'),
+                      svc:Service=Depends(service)):
+    from opsbook.monitor import live_performance, read_labelled   # Evidently takes seconds to import: at the first call
+    perf = await run_in_threadpool(lambda: live_performance(read_labelled(svc.s.log_db, window), svc.bundle))
+    for k in ('accuracy', 'estimated_accuracy'):
+        if perf[k] is not None: svc.m[k].set(perf[k])
+    return perf
 
 # %% ../nbs/10_serve.ipynb #905b9f68
 def state_limits(app:FastAPI, s:Settings):
