@@ -32,14 +32,14 @@ RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=
 # the model it serves. Made in a stage of its own, so that the final image holds one copy of it.
 FROM ${BASE} AS bundle
 ARG BUNDLE=docker/no-bundle
-COPY ${BUNDLE} /bundle
-RUN chown -R root:root /bundle && chmod -R a=rX /bundle
+COPY ${BUNDLE} /out/bundle
+RUN chown -R root:root /out/bundle && chmod -R a=rX /out/bundle
 
 FROM ${BASE} AS runtime
 RUN groupadd --system --gid 10001 opsbook \
     && useradd --system --uid 10001 --gid opsbook --no-create-home --shell /usr/sbin/nologin opsbook \
     && mkdir -p /var/lib/opsbook && chown opsbook:opsbook /var/lib/opsbook
-COPY --from=bundle /bundle /bundle
+COPY --from=bundle /out/ /
 COPY docker/api-entrypoint.sh /usr/local/bin/opsbook-api
 # XDG_CACHE_HOME: ONNX Runtime keeps a telemetry id in the cache folder, and the user has no home
 ENV PATH=/opt/venv/bin:$PATH \

@@ -88,7 +88,7 @@ def test_runs_as_non_root_without_torch(api):
     assert r.stdout.strip() == 'False', r.stderr
 
 def test_bundle_is_read_only_for_the_service(api):
-    modes = api.exec('stat', '-c', '%U %a %n', '/bundle', '/bundle/model.onnx', '/bundle/bundle.json').stdout.split('\n')
+    modes = api.exec('stat', '-c', '%U %a %n', '/bundle', '/bundle/model.onnx', '/bundle/bundle.json').stdout.splitlines()
     assert modes == ['root 555 /bundle', 'root 444 /bundle/model.onnx', 'root 444 /bundle/bundle.json'], modes
     for cmd in ['echo x >> /bundle/model.onnx', 'touch /bundle/new', 'rm /bundle/bundle.json']:
         r = api.exec('sh', '-c', cmd)
