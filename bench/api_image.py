@@ -13,6 +13,7 @@ import httpx
 
 root = Path(__file__).resolve().parent.parent
 DOCKER = '/usr/bin/docker'
+OPEN = ['-e', 'OPSBOOK_NO_AUTH=1']     # published on 127.0.0.1 only: the bench runs the service without a key
 
 def sh(*cmd, **kw) -> str: return subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True, **kw).stdout.strip()
 
@@ -29,7 +30,7 @@ def start_to_ready(tag:str, *env) -> float:
     "Seconds from `docker run -d` to /readyz answering 200."
     port = free_port()
     t0 = time.time()
-    cid = sh(DOCKER, 'run', '-d', '-p', f'127.0.0.1:{port}:8000', *env, tag)
+    cid = sh(DOCKER, 'run', '-d', '-p', f'127.0.0.1:{port}:8000', *OPEN, *env, tag)
     try:
         while time.time() - t0 < 60:
             try:
@@ -42,7 +43,7 @@ def start_to_ready(tag:str, *env) -> float:
 def memory_after_a_prediction(tag:str, png:Path) -> float:
     "MiB the container uses after answering one prediction."
     port = free_port()
-    cid = sh(DOCKER, 'run', '-d', '-p', f'127.0.0.1:{port}:8000', tag)
+    cid = sh(DOCKER, 'run', '-d', '-p', f'127.0.0.1:{port}:8000', *OPEN, tag)
     try:
         for _ in range(300):
             try:

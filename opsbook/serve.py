@@ -6,7 +6,7 @@ Docs: https://opsbook.github.io/opsbook/serve.html.md"""
 
 # %% ../nbs/10_serve.ipynb #7385cf56
 from __future__ import annotations
-import asyncio, gc, io, os, secrets, sys, tempfile, time, uuid, warnings
+import asyncio, gc, io, ipaddress, os, secrets, sys, tempfile, time, uuid, warnings
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, CliApp
+from pydantic_settings import BaseSettings, SettingsConfigDict, CliApp, CliToggleFlag
 from prometheus_client import (CollectorRegistry, Counter, Histogram, Gauge, generate_latest, multiprocess,
                                CONTENT_TYPE_LATEST)
 
@@ -32,12 +32,29 @@ from .batcher import MicroBatcher
 from .requestlog import RequestLog, find_prediction, record_feedback
 
 # %% auto #0
-__all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'UNKNOWN', 'PAGE', 'RESOLVED',
-           'Settings', 'header_pixels', 'Busy', 'PixelBudget', 'create_metrics', 'exposition', 'BodyLimit', 'Measure',
-           'Service', 'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses',
-           'add_error_handlers', 'service', 'require_key', 'healthz', 'readyz', 'page', 'predict', 'predict_batch',
-           'model', 'metrics', 'drift', 'Feedback', 'FeedbackAnswer', 'Figures', 'Performance', 'logged', 'feedback',
-           'performance', 'state_limits', 'create_app', 'app_from_env', 'serve']
+__all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'DRIFT_WINDOW', 'UNKNOWN', 'PAGE',
+           'RESOLVED', 'is_loopback', 'read_key', 'Settings', 'header_pixels', 'Busy', 'PixelBudget', 'create_metrics',
+           'exposition', 'BodyLimit', 'Measure', 'Service', 'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer',
+           'Error', 'responses', 'add_error_handlers', 'service', 'require_key', 'healthz', 'readyz', 'page', 'predict',
+           'predict_batch', 'model', 'metrics', 'drift', 'Feedback', 'FeedbackAnswer', 'Figures', 'Performance',
+           'logged', 'feedback', 'performance', 'state_limits', 'create_app', 'available_cpus', 'app_from_env', 'serve']
+
+# %% ../nbs/10_serve.ipynb #b8d4f2a1
+def is_loopback(host:str) -> bool:
+    "Whether `host` (an IP address, or 'localhost') reaches this machine only."
+    if host.lower() == 'localhost': return True
+    try: return ipaddress.ip_address(host.strip('[]')).is_loopback
+    except ValueError: return False
+
+def read_key(path:str|Path) -> str:
+    "The API key held in the file `path`, without surrounding whitespace; refused when unreadable or empty."
+    p = Path(path)
+    try: key = p.read_text().strip()
+    except OSError as e: raise ValueError(f"cannot read the API key file {p} ({e.strerror}): mount the secret there, or "
+                                          "set OPSBOOK_API_KEY_FILE to where it is") from None
+    if not key: raise ValueError(f"the API key file {p} is empty: write a key into it (openssl rand -hex 16 > {p})")
+    return key
+
 
 # %% ../nbs/10_serve.ipynb #6a63a075
 class Settings(BaseSettings):
@@ -47,8 +64,8 @@ class Settings(BaseSettings):
     bundle: str = Field(description="the model bundle folder (runs/<run>/bundle)")
     host: str = Field('127.0.0.1', description="address to listen on; 0.0.0.0 in a container")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
-    workers: int = Field(1, ge=1, description="worker processes; one per core on a CPU")
-    threads: int = Field(0, ge=0, description="ONNX Runtime threads per worker; 0: cores / workers")
+    workers: int = Field(1, ge=0, description="worker processes; 0: one per CPU of the quota (available_cpus)")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads per worker; 0: CPUs of the quota / workers")
     max_batch: int = Field(32, ge=1, description="most images in one ONNX Runtime call")
     max_wait_ms: float = Field(0.0, ge=0, description="longest a request waits for others to join its batch")
     timeout_s: float = Field(30.0, gt=0, description="longest a request waits for the model before a 504")
@@ -58,9 +75,14 @@ class Settings(BaseSettings):
     decode_wait_s: float = Field(30.0, ge=0, description="longest an upload waits to be decoded before a 503")
     max_files: int = Field(32, ge=1, description="most images in one batch request")
     top_k: int = Field(3, ge=1, description="classes returned per image")
-    api_key: str | None = Field(None, repr=False, description="when set, /model, /metrics and /monitoring/drift need "
-                                                              "it in X-API-Key")
+    api_key: str | None = Field(None, repr=False, description="the key /model, /metrics and /monitoring/drift need "
+                                                              "in X-API-Key; required on a non-loopback host")
+    api_key_file: str | None = Field(None, description="a file holding the API key (a Docker, compose or Kubernetes "
+                                                       "secret), instead of api_key")
+    no_auth: CliToggleFlag[bool] = Field(False, description="serve without an API key on a non-loopback host, on "
+                                                            "purpose: every endpoint is open")
     protect_predict: bool = Field(False, description="prediction needs the API key too")
+    grace_s: int = Field(30, ge=0, description="after SIGTERM, how long requests in flight may finish")
     log_db: str = Field('requests.db', description="SQLite request log")
     store_images: bool = Field(False, description="keep the uploaded bytes in the request log")
     allow_unapproved: bool = Field(False, description="serve a bundle that its quality gate did not approve")
@@ -69,6 +91,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode='after')
     def _consistent(self):
+        if self.api_key_file:
+            if self.api_key is not None: raise ValueError("set api_key or api_key_file, not both")
+            self.api_key = read_key(self.api_key_file)
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("the API key is empty: set a real one (openssl rand -hex 16), or leave it unset")
+        if self.api_key and self.no_auth: raise ValueError("no_auth and an API key: choose one")
+        if not (self.api_key or self.no_auth or is_loopback(self.host)):
+            raise ValueError(f"no API key, and host {self.host} is not a loopback address: set a key (--api-key or "
+                             "OPSBOOK_API_KEY, --api-key-file or OPSBOOK_API_KEY_FILE), or pass --no-auth "
+                             "(OPSBOOK_NO_AUTH=1) to serve every endpoint without one, on purpose")
         if self.protect_predict and not self.api_key: raise ValueError("protect_predict needs an api_key: set "
                                                                        "--api-key or OPSBOOK_API_KEY")
         if self.max_pixels > self.decode_mpx * 1e6: raise ValueError(f"max_pixels ({self.max_pixels:,}) must fit in "
@@ -203,6 +235,7 @@ class Service:
         self.bundle, self.batcher, self.log = None, None, None
         self.budget = PixelBudget(s.decode_mpx * 1e6, s.decode_wait_s)
         self.max_bytes = int(s.max_upload_mb * 2**20)
+        self.drifting = False                    # a drift check is running in this worker
 
     def _load(self):
         bundle = check_servable(load_bundle(self.s.bundle, threads=self.s.threads), self.s.allow_unapproved)
@@ -400,11 +433,16 @@ VERDICT = {200: {'description': "the verdict (opsbook.monitor.Verdict); with for
                   'content': {'application/json': {'schema': {'type': 'object'}},
                               'text/html': {'schema': {'type': 'string'}}}}}
 
-@admin.get('/monitoring/drift', summary='Data drift of recent traffic', responses=VERDICT | responses(422))
-async def drift(window:int=Query(500, ge=1, le=100_000, description='the last N logged predictions'),
+DRIFT_WINDOW = 10_000   # the most rows one drift check compares (bench/drift_window.py times it by window)
+
+@admin.get('/monitoring/drift', summary='Data drift of recent traffic', responses=VERDICT | responses(422, 503))
+async def drift(window:int=Query(500, ge=1, le=DRIFT_WINDOW, description='the last N logged predictions'),
                 format:Literal['json', 'html']=Query('json', description="'html': Evidently's report"),
                 svc:Service=Depends(service)):
-    verdict, page = await run_in_threadpool(svc.drift, window, format == 'html')
+    if svc.drifting: raise Busy("a drift check is already running in this worker; retry in a few seconds", 5)
+    svc.drifting = True                        # checked and set on the event loop: no other request runs in between
+    try: verdict, page = await run_in_threadpool(svc.drift, window, format == 'html')
+    finally: svc.drifting = False
     return HTMLResponse(page) if page else verdict
 
 # %% ../nbs/10_serve.ipynb #e0962c87
@@ -497,6 +535,18 @@ def create_app(settings:Settings|None=None, **kw) -> FastAPI:
 # %% ../nbs/10_serve.ipynb #f351b0ea
 PAGE = files('opsbook').joinpath('page.html').read_text()
 
+# %% ../nbs/10_serve.ipynb #a4c9e7f6
+def available_cpus(cgroup:str|Path='/sys/fs/cgroup') -> int:
+    "CPUs this process may use: its affinity mask, capped by the CPU quota of its cgroup (v2 or v1) mounted at `cgroup`."
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    root, v1 = Path(cgroup), Path(cgroup)/'cpu'
+    if (root/'cpu.max').is_file(): quota, period = (root/'cpu.max').read_text().split()[:2]
+    elif (v1/'cpu.cfs_quota_us').is_file(): quota, period = ((v1/f).read_text().strip() for f in ('cpu.cfs_quota_us', 'cpu.cfs_period_us'))
+    else: return cpus
+    if quota in ('max', '-1'): return cpus
+    return max(1, min(cpus, int(quota) // int(period)))
+
+
 # %% ../nbs/10_serve.ipynb #c500d788
 RESOLVED = 'OPSBOOK_SERVE_SETTINGS'
 
@@ -511,10 +561,16 @@ def serve(argv:list[str]|None=None):
     except ValidationError as e: leave(EXIT['usage'], f"opsbook-serve: {e}")
     try: check_servable(load_bundle(s.bundle), s.allow_unapproved)
     except BundleError as e: leave(EXIT['bad_input'], f"opsbook-serve: {e}")
+    cpus = available_cpus()
+    workers = s.workers or cpus
     s = s.model_copy(update=dict(bundle=str(Path(s.bundle).resolve()), log_db=str(Path(s.log_db).resolve()),
-                                 threads=s.threads or max(1, (os.cpu_count() or 1) // s.workers)))
+                                 workers=workers, threads=s.threads or max(1, cpus // workers), api_key_file=None))
+    key = 'needed for /model, /metrics and /monitoring/drift' + (' and predictions' if s.protect_predict else '')
+    print(f"opsbook-serve: {s.workers} worker{'s' * (s.workers > 1)} with {s.threads} ONNX Runtime thread"
+          f"{'s' * (s.threads > 1)} each, for {cpus} available CPU{'s' * (cpus > 1)}, on {s.host}:{s.port}; API key: "
+          f"{key if s.api_key else 'none, every endpoint is open'}", file=sys.stderr, flush=True)
     os.environ[RESOLVED] = s.model_dump_json()
     with tempfile.TemporaryDirectory(prefix='opsbook-metrics-') as d:
         if s.workers > 1: os.environ['PROMETHEUS_MULTIPROC_DIR'] = d
         uvicorn.run('opsbook.serve:app_from_env', factory=True, host=s.host, port=s.port, workers=s.workers,
-                    log_level='warning', timeout_graceful_shutdown=30)
+                    log_level='warning', timeout_graceful_shutdown=s.grace_s)

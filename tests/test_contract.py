@@ -35,6 +35,7 @@ def test_schemathesis_finds_no_failure(small_bundle, test_items, tmp_path, keyed
         with httpx.Client(base_url=srv.url, headers=headers, timeout=30) as client:
             for p in test_items.path[:40]:
                 assert client.post('/predict', files={'file': ('d.png', Path(p).read_bytes())}).status_code == 200
+            assert client.get('/monitoring/drift', timeout=120).status_code == 200   # Evidently imported: checks fit schemathesis' 10 s
         r = schemathesis(srv.url, tmp_path, *(['--header', f'X-API-Key: {KEY}'] if keyed else []))
         assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-2000:]
         assert 'No issues found' in r.stdout

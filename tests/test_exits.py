@@ -66,6 +66,8 @@ CASES = [  # the command, the status it must end with, what its message must say
     (['opsbook-serve', '--bundle', '{b}', '--port', 'x'], 'usage', 'valid integer'),
     (['opsbook-serve', '--bundle', '{b}', '--protect-predict'], 'usage', 'protect_predict needs an api_key'),
     (['opsbook-serve', '--bundle', '{tmp}'], 'bad_input', 'not a model bundle'),
+    (['opsbook-serve', '--bundle', '{b}', '--host', '0.0.0.0'], 'usage', 'pass --no-auth (OPSBOOK_NO_AUTH=1)'),
+    (['opsbook-serve', '--bundle', '{b}', '--host', '0.0.0.0', '--api-key', ''], 'usage', 'the API key is empty'),
     (['opsbook-drift'], 'usage', '--bundle'),
     (['opsbook-drift', '--bundle', '{b}', '--window', 'x'], 'usage', 'invalid int value'),
     (['opsbook-drift', '--bundle', '{tmp}'], 'bad_input', 'not a model bundle'),

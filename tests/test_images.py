@@ -42,3 +42,12 @@ def test_compose_and_cloud_run_use_the_image_s_port_probes_and_secret():
     assert c['startupProbe']['httpGet']['path'] == '/readyz' and c['livenessProbe']['httpGet']['path'] == '/healthz'
     assert {e['name'] for e in c['env'] if 'valueFrom' in e} == {'OPSBOOK_API_KEY'}
     assert [m['mountPath'] for m in c['volumeMounts']] == ['/var/lib/opsbook']
+
+def test_stop_grace_periods_outlast_the_graceful_shutdown():
+    from opsbook.serve import Settings
+    grace = Settings.model_fields['grace_s'].default
+    compose = yaml.safe_load((DOCKER/'compose.yaml').read_text())
+    assert int(compose['services']['api']['stop_grace_period'].removesuffix('s')) > grace
+    run = yaml.safe_load((DOCKER/'deploy'/'cloudrun.yaml').read_text())
+    env = {e['name']: e.get('value') for e in run['spec']['template']['spec']['containers'][0]['env']}
+    assert int(env['OPSBOOK_GRACE_S']) < 10                      # Cloud Run kills an instance 10 s after SIGTERM
