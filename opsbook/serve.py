@@ -6,8 +6,8 @@ Docs: https://opsbook.github.io/opsbook/serve.html.md"""
 
 # %% ../nbs/10_serve.ipynb #7385cf56
 from __future__ import annotations
-import asyncio, gc, io, os, secrets, sys, tempfile, time, uuid, warnings
-from contextlib import asynccontextmanager
+import asyncio, gc, io, math, os, secrets, sys, tempfile, time, uuid, warnings
+from contextlib import asynccontextmanager, contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, File, UploadFile, Depends, HTTPException
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -28,15 +29,15 @@ from prometheus_client import (CollectorRegistry, Counter, Histogram, Gauge, gen
 from .features import (FORMATS, ImageError, load_image, preprocess, pixel_stats, prediction_features, softmax,
                               log_row)
 from .bundle import EXIT, Bundle, BundleError, Card, check_servable, leave, load_bundle
-from .batcher import MicroBatcher
+from .batcher import MicroBatcher, Stopped, Throughput
 from .requestlog import LogFull, RequestLog
 
 # %% auto #0
 __all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'PAGE', 'RESOLVED', 'Settings',
-           'header_pixels', 'Busy', 'PixelBudget', 'create_metrics', 'exposition', 'BodyLimit', 'Measure', 'Service',
-           'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses', 'add_error_handlers',
-           'service', 'require_key', 'healthz', 'readyz', 'page', 'predict', 'predict_batch', 'model', 'metrics',
-           'drift', 'state_limits', 'create_app', 'app_from_env', 'serve']
+           'header_pixels', 'Busy', 'PixelBudget', 'Admission', 'create_metrics', 'exposition', 'BodyLimit', 'Measure',
+           'Service', 'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses',
+           'add_error_handlers', 'service', 'require_key', 'Admitted', 'healthz', 'readyz', 'page', 'predict',
+           'predict_batch', 'model', 'metrics', 'drift', 'state_limits', 'create_app', 'app_from_env', 'serve']
 
 # %% ../nbs/10_serve.ipynb #6a63a075
 class Settings(BaseSettings):
@@ -63,6 +64,11 @@ class Settings(BaseSettings):
     log_db: str = Field('requests.db', description="SQLite request log")
     store_images: bool = Field(False, description="keep the uploaded bytes in the request log")
     allow_unapproved: bool = Field(False, description="serve a bundle that its quality gate did not approve")
+    admission: bool = Field(True, description="refuse at once (503) what cannot be answered within queue_s; off: every "
+                                              "request queues until timeout_s")
+    queue_s: float = Field(1.0, gt=0, description="queue-time budget: the most seconds of measured model work a worker "
+                                                  "holds")
+    queue_mb: float = Field(64.0, gt=0, description="most megabytes of uploads a worker holds at once")
 
     @model_validator(mode='after')
     def _consistent(self):
@@ -110,6 +116,46 @@ class PixelBudget:
             async with self.cond:
                 self.used -= n
                 self.cond.notify_all()
+
+# %% ../nbs/10_serve.ipynb #5ccc2240
+class Admission:
+    "Admit requests while the rows and bytes held fit `budget_s` of the model's measured work; refuse the rest at once."
+    def __init__(self, budget_s:float, # the most seconds of model work a worker holds
+                 rate, # a function returning the model's rows per second (None: not measured yet)
+                 max_bytes:int, # the most bytes of uploads held at once
+                 on_refuse=None): # called with the limit hit, 'rows' or 'bytes', at each refusal
+        self.budget_s, self.rate, self.max_bytes, self.on_refuse = budget_s, rate, max_bytes, on_refuse
+        self.rows, self.bytes = 0, 0
+
+    @property
+    def max_rows(self) -> int:
+        "The most rows held at once: the budget times the measured rate, at least one."
+        r = self.rate()
+        return max(1, int(self.budget_s * r)) if r else 1
+
+    def retry_after(self) -> int:
+        "Seconds until what is held now is answered, at least one."
+        r = self.rate()
+        return max(1, math.ceil(self.rows / r)) if r else 1
+
+    def _refuse(self, why:str):
+        if self.on_refuse: self.on_refuse(why)
+        held = f"{self.rows} images and {self.bytes / 2**20:.1f} MB held, limits {self.max_rows} and {self.max_bytes / 2**20:.1f} MB"
+        raise Busy(f"the service is at capacity ({held}); retry after the Retry-After header's seconds", self.retry_after())
+
+    @contextmanager
+    def hold(self, rows:int, nbytes:int):
+        "Hold `rows` and `nbytes` while the block runs, or raise `Busy`; yields `add(rows, nbytes)` to hold more."
+        mine = [0, 0]
+        def add(rows:int, nbytes:int):
+            others = self.rows > mine[0] or self.bytes > mine[1]       # a worker holding nothing else admits anything
+            if others and self.rows + rows > self.max_rows: self._refuse('rows')
+            if others and self.bytes + nbytes > self.max_bytes: self._refuse('bytes')
+            self.rows, self.bytes, mine[0], mine[1] = self.rows + rows, self.bytes + nbytes, mine[0] + rows, mine[1] + nbytes
+        try:
+            add(rows, nbytes)
+            yield add
+        finally: self.rows, self.bytes = self.rows - mine[0], self.bytes - mine[1]
 
 # %% ../nbs/10_serve.ipynb #ea350a66
 def create_metrics() -> tuple[CollectorRegistry, dict]:
@@ -186,13 +232,18 @@ class Measure:
 
 # %% ../nbs/10_serve.ipynb #f6bb8916
 class Service:
-    "The state of a running service: bundle, batcher, log, metrics and pixel budget."
+    "The state of a running service: bundle, batcher, log, metrics, pixel budget and admission control."
     def __init__(self, s:Settings):
         self.s = s
         self.reg, self.m = create_metrics()
         self.bundle, self.batcher, self.log = None, None, None
         self.budget = PixelBudget(s.decode_mpx * 1e6, s.decode_wait_s)
         self.max_bytes = int(s.max_upload_mb * 2**20)
+        self.speed = Throughput()
+        self.m['refused'] = Counter('opsbook_refused', 'Requests refused at once by admission control, by the limit hit',
+                                    ['limit'], registry=self.reg)
+        self.admission = Admission(s.queue_s, lambda: self.speed.rate, int(s.queue_mb * 2**20),
+                                   lambda why: self.m['refused'].labels(why).inc()) if s.admission else None
 
     def _load(self):
         bundle = check_servable(load_bundle(self.s.bundle, threads=self.s.threads), self.s.allow_unapproved)
@@ -200,13 +251,16 @@ class Service:
         self.m['model'].labels(c.name, c.version, c.architecture).set(1)
         self.log = RequestLog(self.s.log_db, on_error=lambda e: self.m['log_errors'].inc())
         self.bundle = bundle
-        self._run(preprocess([Image.new('L', (8, 8))], bundle.spec))
+        x = preprocess([Image.new('L', (8, 8))], bundle.spec)
+        self._run(x)
+        x = np.repeat(x, min(8, self.s.max_batch), 0)                  # the throughput the admission starts from
+        t = time.perf_counter(); self._run(x); self.speed.add(len(x), time.perf_counter() - t)
 
     @asynccontextmanager
     async def lifespan(self, app):
         "Load the bundle, open the log and start batching; on shutdown, stop batching and flush the log."
         await run_in_threadpool(self._load)
-        self.batcher = MicroBatcher(self._run, self.s.max_batch, self.s.max_wait_ms, self.m['batch'].observe)
+        self.batcher = MicroBatcher(self._run, self.s.max_batch, self.s.max_wait_ms, self.m['batch'].observe, self.speed)
         self.batcher.start()
         gc.collect(); gc.freeze()
         yield
@@ -313,7 +367,9 @@ def responses(*statuses:int) -> dict:
     what = {400: 'a malformed multipart body', 401: 'missing or wrong API key',
             413: 'upload too large, or too many pixels', 415: 'not an image, or an unsupported format',
             422: 'a missing or invalid field, more files than max_files, or an empty, truncated or corrupt upload',
-            503: 'busy (retry after the Retry-After header) or not ready', 504: 'the model did not answer in time'}
+            500: 'the model or the service failed (the server log has the details)',
+            503: 'busy or shutting down (retry after the Retry-After header), or not ready',
+            504: 'the model did not answer in time'}
     return {s: {'model': Error, 'description': what[s], **({'headers': RETRY} if s == 503 else {})} for s in statuses}
 
 def _error(status:int, detail:str, headers:dict|None=None) -> JSONResponse:
@@ -330,8 +386,11 @@ def add_error_handlers(app:FastAPI):
     async def late(r, e): return _error(504, "the model did not answer in time; retry later")
     async def invalid(r, e): return _error(422, _invalid(e))
     async def http(r, e): return _error(e.status_code, str(e.detail), e.headers)
-    for exc, handler in [(ImageError, image), (Busy, busy), (asyncio.TimeoutError, late),
-                         (RequestValidationError, invalid), (StarletteHTTPException, http)]:
+    async def stopped(r, e): return _error(503, str(e), {'Retry-After': '1'})
+    async def failed(r, e): return _error(500, f"the service failed ({type(e).__name__}); the server log has the details: "
+                                               "retry, or report it with the time of the request")
+    for exc, handler in [(ImageError, image), (Busy, busy), (asyncio.TimeoutError, late), (Stopped, stopped),
+                         (RequestValidationError, invalid), (StarletteHTTPException, http), (Exception, failed)]:
         app.add_exception_handler(exc, handler)
 
 # %% ../nbs/10_serve.ipynb #25ae6ae8
@@ -343,7 +402,19 @@ async def require_key(request:Request, key:str|None=Security(APIKeyHeader(name='
     if not (key and secrets.compare_digest(key.encode(), want.encode())):
         raise HTTPException(401, 'missing or wrong API key: send it in the X-API-Key header')
 
-public, predicting, admin = APIRouter(), APIRouter(), APIRouter()
+class Admitted(APIRoute):
+    "A route whose requests pass the service's admission control before their body is read."
+    def get_route_handler(self):
+        handle = super().get_route_handler()
+        async def admitted(request:Request) -> Response:
+            svc = service(request)
+            if svc.admission is None: return await handle(request)
+            size = request.headers.get('content-length', '')
+            with svc.admission.hold(1, int(size) if size.isdigit() else svc.max_bytes) as request.state.admit:
+                return await handle(request)
+        return admitted
+
+public, predicting, admin = APIRouter(), APIRouter(route_class=Admitted), APIRouter()
 
 @public.get('/healthz', response_model=Health, summary='The process is up')
 async def healthz(): return {'status': 'ok'}
@@ -357,20 +428,22 @@ def readyz(svc:Service=Depends(service)):
 @public.get('/', response_class=HTMLResponse, include_in_schema=False)
 def page(): return PAGE
 
-BYTES = {'type': 'string', 'format': 'binary', 'contentMediaType': 'application/octet-stream'}
+BYTES = {'type': 'string', 'format': 'binary', 'contentMediaType': 'application/octet-stream', 'minLength': 1}
 
 @predicting.post('/predict', response_model=Prediction, summary='Classify one image',
-                 responses=responses(400, 413, 415, 422, 503, 504))
+                 responses=responses(400, 413, 415, 422, 500, 503, 504))
 async def predict(file:UploadFile=File(description=f"the image: {', '.join(FORMATS)}", json_schema_extra=BYTES),
                   svc:Service=Depends(service)):
     return (await svc.predict([file.read]))[0]
 
 @predicting.post('/predict/batch', response_model=BatchAnswer, summary='Classify several images',
-                 responses=responses(400, 413, 415, 422, 503, 504))
-async def predict_batch(files:list[UploadFile]=File(description='the images', json_schema_extra={'items': BYTES}),
+                 responses=responses(400, 413, 415, 422, 500, 503, 504))
+async def predict_batch(request:Request, files:list[UploadFile]=File(description='the images',
+                                                                     json_schema_extra={'items': BYTES, 'minItems': 1}),
                         svc:Service=Depends(service)):
     if len(files) > svc.s.max_files: raise ImageError(422, f"{len(files)} files sent; at most {svc.s.max_files} per "
                                                            "request")
+    if svc.admission: request.state.admit(len(files) - 1, 0)                   # the route admitted one image
     return BatchAnswer(predictions=await svc.predict([f.read for f in files]))
 
 @admin.get('/model', response_model=Card, summary='The bundle card')
@@ -386,7 +459,7 @@ VERDICT = {200: {'description': "the verdict (opsbook.monitor.Verdict); with for
                   'content': {'application/json': {'schema': {'type': 'object'}},
                               'text/html': {'schema': {'type': 'string'}}}}}
 
-@admin.get('/monitoring/drift', summary='Data drift of recent traffic', responses=VERDICT | responses(422))
+@admin.get('/monitoring/drift', summary='Data drift of recent traffic', responses=VERDICT | responses(422, 500))
 async def drift(window:int=Query(500, ge=1, le=100_000, description='the last N logged predictions'),
                 format:Literal['json', 'html']=Query('json', description="'html': Evidently's report"),
                 svc:Service=Depends(service)):
