@@ -4,8 +4,9 @@ An untrained ResNet-18 bundle at 224 px (bench/serve.py's `resnet_bundle`; servi
 weights; its card holds no quality-gate verdict, so the server runs with `--allow-unapproved`) is served by
 `opsbook-serve --workers 2 --threads 1`, uploads a 224×224 RGB PNG of a digit, and:
 
-1. **capacity**: a closed loop of 8 concurrent requests for `--capacity-s` seconds on the server with admission
-   control; capacity is its 200 answers per second. wrk-style closed loops never overload (the loop-facts note);
+1. **capacity**: a closed loop of 8 concurrent requests for `--capacity-s` seconds on a server without admission
+   control (a closed loop never overloads it, and no fast refusals spin the loop); capacity is its 200 answers per
+   second;
 2. **overload**, on a fresh server each, with admission control (the defaults) and without it (`--no-admission`):
    an open-loop generator (asyncio + httpx) sends a request every 1/(2 × capacity) seconds for `--seconds` seconds
    whatever the answers, each on its own task, and waits for every answer (the service's 30-s deadline bounds it).
@@ -17,7 +18,7 @@ itself started requests (on a busy machine it can fall behind its schedule; late
 Targets: every answer 200 or 503; every 503 with Retry-After and within 100 ms; p99 of the 200s ≤ 2 s; goodput ≥ 90%
 of capacity; worker peak RSS under 1 GB.
 
-`python bench/overload.py [--seconds 15] [--rate-x 2] [--capacity-s 8] [--workers 2]`. Prints a table, writes
+`python bench/overload.py [--seconds 15] [--rate-x 2] [--capacity-s 10] [--workers 2]`. Prints a table, writes
 bench/overload.json.
 """
 import argparse, asyncio, json, os, platform, re, subprocess, tempfile, time
@@ -36,13 +37,13 @@ def start(bundle:Path, port:int, workers:int, db:Path, *args) -> subprocess.Pope
     with open(f'{db}.log', 'w') as out:
         p = subprocess.Popen(['opsbook-serve', '--bundle', str(bundle), '--port', str(port), '--workers', str(workers), '--threads', '1',
                               '--log-db', str(db), '--allow-unapproved', *args], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
+    deadline = time.time() + 600
     while time.time() < deadline and p.poll() is None:
         try:
-            if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=1).status_code == 200 and len(worker_pids(p.pid)) == workers: return p
+            if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=5).status_code == 200 and len(worker_pids(p.pid)) == workers: return p
         except httpx.TransportError: pass
         time.sleep(0.3)
-    stop(p); raise RuntimeError('opsbook-serve did not become ready')
+    stop(p); raise RuntimeError(f"opsbook-serve did not become ready: {Path(f'{db}.log').read_text()[-3000:]}")
 
 async def post(c:httpx.AsyncClient, url:str, data:bytes) -> dict:
     "One upload: status (or the error's name), seconds from the send, and the Retry-After header."
@@ -140,7 +141,7 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser()
     ap.add_argument('--seconds', type=float, default=15, help='length of the arrival window')
     ap.add_argument('--rate-x', type=float, default=2.0, help='arrival rate as a multiple of the measured capacity')
-    ap.add_argument('--capacity-s', type=float, default=8, help='length of the capacity measurement')
+    ap.add_argument('--capacity-s', type=float, default=10, help='length of the capacity measurement')
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--out', default=str(bench/'overload.json'))
     a = ap.parse_args()
@@ -154,7 +155,7 @@ if __name__ == '__main__':
         Image.open(digits.split('test').path.iloc[0]).convert('RGB').resize((224, 224)).save(b, 'PNG')
         data = b.getvalue()
         port = free_port()
-        srv = start(bundle, port, a.workers, work/'capacity.db')
+        srv = start(bundle, port, a.workers, work/'capacity.db', '--no-admission')
         try: cap = asyncio.run(capacity(f'http://127.0.0.1:{port}/predict', data, a.capacity_s))
         finally: stop(srv)
         rate = a.rate_x * cap
