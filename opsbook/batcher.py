@@ -6,20 +6,41 @@ Docs: https://opsbook.github.io/opsbook/batcher.html.md"""
 
 # %% ../nbs/07_batcher.ipynb #b8acb36f
 from __future__ import annotations
-import asyncio
+import asyncio, time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['MicroBatcher']
+__all__ = ['Throughput', 'Stopped', 'MicroBatcher']
+
+# %% ../nbs/07_batcher.ipynb #54aa4584
+class Throughput:
+    "A running estimate of a model's rows per second, from the rows and seconds of its recent calls."
+    def __init__(self, alpha:float=0.2): # weight of the newest call
+        self.alpha, self.rows, self.secs = alpha, 0.0, 0.0
+
+    def add(self, rows:int, seconds:float):
+        "Count a call of `rows` rows that took `seconds`; the first call sets the estimate."
+        a = self.alpha if self.secs else 1.0
+        self.rows += a * (rows - self.rows)
+        self.secs += a * (seconds - self.secs)
+
+    @property
+    def rate(self) -> float|None:
+        "Rows per second, or None before the first call."
+        return self.rows / self.secs if self.secs else None
 
 # %% ../nbs/07_batcher.ipynb #9234ca8c
+class Stopped(RuntimeError):
+    "The batcher is not running: the service is stopping, or its loop failed; the request may be retried."
+
 class MicroBatcher:
     "Run `fn` on batches of at most `max_batch` rows gathered from concurrent calls, waiting at most `max_wait_ms`."
-    def __init__(self, fn, max_batch:int=32, max_wait_ms:float=0.0, on_batch=None):
+    def __init__(self, fn, max_batch:int=32, max_wait_ms:float=0.0, on_batch=None, speed:Throughput|None=None):
         if max_batch < 1: raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.fn, self.max_batch, self.max_wait, self.on_batch = fn, max_batch, max_wait_ms / 1000, on_batch
+        self.speed = speed or Throughput()
         self.queue, self.task, self.held = None, None, None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix='batcher')
 
@@ -37,7 +58,7 @@ class MicroBatcher:
 
     async def __call__(self, x:np.ndarray, timeout:float|None=None) -> tuple:
         "The rows of `fn`'s outputs for the rows of `x`, computed in batches with other callers."
-        if self.task is None or self.task.done(): raise RuntimeError("the batcher is not running")
+        if self.task is None or self.task.done(): raise Stopped("the batcher is not running; retry the request")
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in range(0, len(x), self.max_batch)]
         for i, f in enumerate(futs): self.queue.put_nowait((x[i * self.max_batch:(i + 1) * self.max_batch], f))
@@ -68,14 +89,18 @@ class MicroBatcher:
         return items
 
     async def _run(self, items:list):
+        items = [(x, f) for x, f in items if not f.done()]   # its caller timed out or left: the model never sees it
+        if not items: return
         sizes = [len(x) for x, _ in items]
         x = np.concatenate([x for x, _ in items])
+        t = time.perf_counter()
         try: outs = await asyncio.get_running_loop().run_in_executor(self.pool, self.fn, x)
         except Exception as e:
             for _, f in items:
                 if not f.done(): f.set_exception(e)
             return
-        if self.on_batch: self.on_batch(sum(sizes))
+        self.speed.add(len(x), time.perf_counter() - t)
+        if self.on_batch: self.on_batch(len(x))
         for (_, f), i, n in zip(items, np.cumsum([0] + sizes), sizes):
             if not f.done(): f.set_result(tuple(o[i:i+n] for o in outs))
 
@@ -94,7 +119,7 @@ class MicroBatcher:
                 items = []
         except BaseException as e:
             stopping = isinstance(e, asyncio.CancelledError)
-            err = RuntimeError("the service is shutting down; retry the request" if stopping else
+            err = Stopped("the service is shutting down; retry the request" if stopping else
                                f"the batcher stopped ({type(e).__name__}: {e}); retry the request")
             for _, f in items:
                 if not f.done(): f.set_exception(err)

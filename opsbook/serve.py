@@ -6,8 +6,8 @@ Docs: https://opsbook.github.io/opsbook/serve.html.md"""
 
 # %% ../nbs/10_serve.ipynb #7385cf56
 from __future__ import annotations
-import asyncio, gc, io, ipaddress, os, secrets, sys, tempfile, time, uuid, warnings
-from contextlib import asynccontextmanager
+import asyncio, gc, io, ipaddress, math, os, secrets, sys, tempfile, time, uuid, warnings
+from contextlib import asynccontextmanager, contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, File, UploadFile, Depends, HTTPException
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -28,16 +29,17 @@ from prometheus_client import (CollectorRegistry, Counter, Histogram, Gauge, gen
 from .features import (FORMATS, ImageError, load_image, preprocess, pixel_stats, prediction_features, softmax,
                               log_row)
 from .bundle import EXIT, Bundle, BundleError, Card, check_servable, leave, load_bundle
-from .batcher import MicroBatcher
+from .batcher import MicroBatcher, Stopped, Throughput
 from .requestlog import RequestLog, find_prediction, record_feedback
 
 # %% auto #0
-__all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERDICT', 'DRIFT_WINDOW', 'UNKNOWN', 'PAGE',
-           'RESOLVED', 'is_loopback', 'read_key', 'Settings', 'header_pixels', 'Busy', 'PixelBudget', 'create_metrics',
-           'exposition', 'BodyLimit', 'Measure', 'Service', 'Health', 'Ready', 'ClassProb', 'Prediction', 'BatchAnswer',
-           'Error', 'responses', 'add_error_handlers', 'service', 'require_key', 'healthz', 'readyz', 'page', 'predict',
-           'predict_batch', 'model', 'metrics', 'drift', 'Feedback', 'FeedbackAnswer', 'Figures', 'Performance',
-           'logged', 'feedback', 'performance', 'state_limits', 'create_app', 'available_cpus', 'app_from_env', 'serve']
+__all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERSIONED', 'VERDICT', 'DRIFT_WINDOW',
+           'labelling', 'UNKNOWN', 'PAGE', 'RESOLVED', 'is_loopback', 'read_key', 'Settings', 'header_pixels', 'Busy',
+           'PixelBudget', 'Admission', 'create_metrics', 'exposition', 'BodyLimit', 'Measure', 'Service', 'Health',
+           'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses', 'add_error_handlers', 'service',
+           'require_key', 'Admitted', 'healthz', 'readyz', 'page', 'versioned', 'predict', 'predict_batch', 'model',
+           'metrics', 'drift', 'Feedback', 'FeedbackAnswer', 'Figures', 'Performance', 'logged', 'feedback',
+           'performance', 'state_limits', 'create_app', 'available_cpus', 'app_from_env', 'serve']
 
 # %% ../nbs/10_serve.ipynb #b8d4f2a1
 def is_loopback(host:str) -> bool:
@@ -88,6 +90,11 @@ class Settings(BaseSettings):
     allow_unapproved: bool = Field(False, description="serve a bundle that its quality gate did not approve")
     log_max_rows: int = Field(2_000_000, ge=0, description="rows the request log keeps, the newest; 0: no limit")
     log_max_days: float = Field(30.0, ge=0, description="days the request log keeps a row; 0: no limit")
+    admission: bool = Field(True, description="refuse at once (503) what cannot be answered within queue_s; off: every "
+                                              "request queues until timeout_s")
+    queue_s: float = Field(1.0, gt=0, description="queue-time budget: the most seconds of measured model work a worker "
+                                                  "holds")
+    queue_mb: float = Field(64.0, gt=0, description="most megabytes of uploads a worker holds at once")
 
     @model_validator(mode='after')
     def _consistent(self):
@@ -145,6 +152,46 @@ class PixelBudget:
             async with self.cond:
                 self.used -= n
                 self.cond.notify_all()
+
+# %% ../nbs/10_serve.ipynb #5ccc2240
+class Admission:
+    "Admit requests while the rows and bytes held fit `budget_s` of the model's measured work; refuse the rest at once."
+    def __init__(self, budget_s:float, # the most seconds of model work a worker holds
+                 rate, # a function returning the model's rows per second (None: not measured yet)
+                 max_bytes:int, # the most bytes of uploads held at once
+                 on_refuse=None): # called with the limit hit, 'rows' or 'bytes', at each refusal
+        self.budget_s, self.rate, self.max_bytes, self.on_refuse = budget_s, rate, max_bytes, on_refuse
+        self.rows, self.bytes = 0, 0
+
+    @property
+    def max_rows(self) -> int:
+        "The most rows held at once: the budget times the measured rate, at least one."
+        r = self.rate()
+        return max(1, int(self.budget_s * r)) if r else 1
+
+    def retry_after(self) -> int:
+        "Seconds until what is held now is answered, at least one."
+        r = self.rate()
+        return max(1, math.ceil(self.rows / r)) if r else 1
+
+    def _refuse(self, why:str):
+        if self.on_refuse: self.on_refuse(why)
+        held = f"{self.rows} images and {self.bytes / 2**20:.1f} MB held, limits {self.max_rows} and {self.max_bytes / 2**20:.1f} MB"
+        raise Busy(f"the service is at capacity ({held}); retry after the Retry-After header's seconds", self.retry_after())
+
+    @contextmanager
+    def hold(self, rows:int, nbytes:int):
+        "Hold `rows` and `nbytes` while the block runs, or raise `Busy`; yields `add(rows, nbytes)` to hold more."
+        mine = [0, 0]
+        def add(rows:int, nbytes:int):
+            others = self.rows > mine[0] or self.bytes > mine[1]       # a worker holding nothing else admits anything
+            if others and self.rows + rows > self.max_rows: self._refuse('rows')
+            if others and self.bytes + nbytes > self.max_bytes: self._refuse('bytes')
+            self.rows, self.bytes, mine[0], mine[1] = self.rows + rows, self.bytes + nbytes, mine[0] + rows, mine[1] + nbytes
+        try:
+            add(rows, nbytes)
+            yield add
+        finally: self.rows, self.bytes = self.rows - mine[0], self.bytes - mine[1]
 
 # %% ../nbs/10_serve.ipynb #ea350a66
 def create_metrics() -> tuple[CollectorRegistry, dict]:
@@ -228,7 +275,7 @@ class Measure:
 
 # %% ../nbs/10_serve.ipynb #f6bb8916
 class Service:
-    "The state of a running service: bundle, batcher, log, metrics and pixel budget."
+    "The state of a running service: bundle, batcher, log, metrics, pixel budget and admission control."
     def __init__(self, s:Settings):
         self.s = s
         self.reg, self.m = create_metrics()
@@ -236,6 +283,11 @@ class Service:
         self.budget = PixelBudget(s.decode_mpx * 1e6, s.decode_wait_s)
         self.max_bytes = int(s.max_upload_mb * 2**20)
         self.drifting = False                    # a drift check is running in this worker
+        self.speed = Throughput()
+        self.m['refused'] = Counter('opsbook_refused', 'Requests refused at once by admission control, by the limit hit',
+                                    ['limit'], registry=self.reg)
+        self.admission = Admission(s.queue_s, lambda: self.speed.rate, int(s.queue_mb * 2**20),
+                                   lambda why: self.m['refused'].labels(why).inc()) if s.admission else None
 
     def _load(self):
         bundle = check_servable(load_bundle(self.s.bundle, threads=self.s.threads), self.s.allow_unapproved)
@@ -244,13 +296,16 @@ class Service:
         self.log = RequestLog(self.s.log_db, max_rows=self.s.log_max_rows, max_age_s=self.s.log_max_days * 86400,
                               on_error=lambda e: self.m['log_errors'].inc(), on_drop=self.m['log_dropped'].inc)
         self.bundle = bundle
-        self._run(preprocess([Image.new('L', (8, 8))], bundle.spec))
+        x = preprocess([Image.new('L', (8, 8))], bundle.spec)
+        self._run(x)
+        x = np.repeat(x, min(8, self.s.max_batch), 0)                  # the throughput the admission starts from:
+        self.speed.add(len(x), min(self._timed(x) for _ in range(3)))  # the best of three, as other processes may intrude
 
     @asynccontextmanager
     async def lifespan(self, app):
         "Load the bundle, open the log and start batching; on shutdown, stop batching and flush the log."
         await run_in_threadpool(self._load)
-        self.batcher = MicroBatcher(self._run, self.s.max_batch, self.s.max_wait_ms, self.m['batch'].observe)
+        self.batcher = MicroBatcher(self._run, self.s.max_batch, self.s.max_wait_ms, self.m['batch'].observe, self.speed)
         self.batcher.start()
         gc.collect(); gc.freeze()
         yield
@@ -262,6 +317,9 @@ class Service:
         "Why the service cannot answer predictions now, or None when it can."
         if not (self.bundle and self.batcher): return 'the model is not loaded yet'
         if self.batcher.task.done(): return 'the batcher stopped'
+
+    def _timed(self, x:np.ndarray) -> float:
+        t = time.perf_counter(); self._run(x); return time.perf_counter() - t
 
     def _run(self, x:np.ndarray):
         logits, emb = self.bundle.session.run(['logits', 'embedding'], {'image': x})
@@ -358,7 +416,9 @@ def responses(*statuses:int) -> dict:
     what = {400: 'a malformed multipart body', 401: 'missing or wrong API key',
             413: 'upload too large, or too many pixels', 415: 'not an image, or an unsupported format',
             422: 'a missing or invalid field, more files than max_files, or an empty, truncated or corrupt upload',
-            503: 'busy (retry after the Retry-After header) or not ready', 504: 'the model did not answer in time'}
+            500: 'the model or the service failed (the server log has the details)',
+            503: 'busy or shutting down (retry after the Retry-After header), or not ready',
+            504: 'the model did not answer in time'}
     return {s: {'model': Error, 'description': what[s], **({'headers': RETRY} if s == 503 else {})} for s in statuses}
 
 def _error(status:int, detail:str, headers:dict|None=None) -> JSONResponse:
@@ -375,8 +435,11 @@ def add_error_handlers(app:FastAPI):
     async def late(r, e): return _error(504, "the model did not answer in time; retry later")
     async def invalid(r, e): return _error(422, _invalid(e))
     async def http(r, e): return _error(e.status_code, str(e.detail), e.headers)
-    for exc, handler in [(ImageError, image), (Busy, busy), (asyncio.TimeoutError, late),
-                         (RequestValidationError, invalid), (StarletteHTTPException, http)]:
+    async def stopped(r, e): return _error(503, str(e), {'Retry-After': '1'})
+    async def failed(r, e): return _error(500, f"the service failed ({type(e).__name__}); the server log has the details: "
+                                               "retry, or report it with the time of the request")
+    for exc, handler in [(ImageError, image), (Busy, busy), (asyncio.TimeoutError, late), (Stopped, stopped),
+                         (RequestValidationError, invalid), (StarletteHTTPException, http), (Exception, failed)]:
         app.add_exception_handler(exc, handler)
 
 # %% ../nbs/10_serve.ipynb #25ae6ae8
@@ -388,7 +451,19 @@ async def require_key(request:Request, key:str|None=Security(APIKeyHeader(name='
     if not (key and secrets.compare_digest(key.encode(), want.encode())):
         raise HTTPException(401, 'missing or wrong API key: send it in the X-API-Key header')
 
-public, predicting, admin = APIRouter(), APIRouter(), APIRouter()
+class Admitted(APIRoute):
+    "A route whose requests pass the service's admission control before their body is read."
+    def get_route_handler(self):
+        handle = super().get_route_handler()
+        async def admitted(request:Request) -> Response:
+            svc = service(request)
+            if svc.admission is None: return await handle(request)
+            size = request.headers.get('content-length', '')
+            with svc.admission.hold(1, int(size) if size.isdigit() else svc.max_bytes) as request.state.admit:
+                return await handle(request)
+        return admitted
+
+public, predicting, admin = APIRouter(), APIRouter(route_class=Admitted), APIRouter()
 
 @public.get('/healthz', response_model=Health, summary='The process is up')
 async def healthz(): return {'status': 'ok'}
@@ -404,21 +479,33 @@ def readyz(svc:Service=Depends(service)):
 @public.get('/', response_class=HTMLResponse, include_in_schema=False)
 def page(): return PAGE
 
-BYTES = {'type': 'string', 'format': 'binary', 'contentMediaType': 'application/octet-stream'}
+BYTES = {'type': 'string', 'format': 'binary', 'contentMediaType': 'application/octet-stream', 'minLength': 1}
+
+VERSIONED = {200: {'description': 'the answer', 'headers': {'X-Model-Version': {
+    'description': 'the version of the model that answered (also in the body and the request log)',
+    'schema': {'type': 'string'}}}}}
+
+def versioned(response:Response, answers:list[dict]) -> list[dict]:
+    "`answers`, with the version of the model that gave them in `response`'s `X-Model-Version` header."
+    response.headers['X-Model-Version'] = answers[0]['version']
+    return answers
 
 @predicting.post('/predict', response_model=Prediction, summary='Classify one image',
-                 responses=responses(400, 413, 415, 422, 503, 504))
-async def predict(file:UploadFile=File(description=f"the image: {', '.join(FORMATS)}", json_schema_extra=BYTES),
+                 responses=VERSIONED | responses(400, 413, 415, 422, 500, 503, 504))
+async def predict(response:Response,
+                  file:UploadFile=File(description=f"the image: {', '.join(FORMATS)}", json_schema_extra=BYTES),
                   svc:Service=Depends(service)):
-    return (await svc.predict([file.read]))[0]
+    return versioned(response, await svc.predict([file.read]))[0]
 
 @predicting.post('/predict/batch', response_model=BatchAnswer, summary='Classify several images',
-                 responses=responses(400, 413, 415, 422, 503, 504))
-async def predict_batch(files:list[UploadFile]=File(description='the images', json_schema_extra={'items': BYTES}),
+                 responses=VERSIONED | responses(400, 413, 415, 422, 500, 503, 504))
+async def predict_batch(request:Request, response:Response, files:list[UploadFile]=File(description='the images',
+                                                                     json_schema_extra={'items': BYTES, 'minItems': 1}),
                         svc:Service=Depends(service)):
     if len(files) > svc.s.max_files: raise ImageError(422, f"{len(files)} files sent; at most {svc.s.max_files} per "
                                                            "request")
-    return BatchAnswer(predictions=await svc.predict([f.read for f in files]))
+    if svc.admission: request.state.admit(len(files) - 1, 0)                   # the route admitted one image
+    return BatchAnswer(predictions=versioned(response, await svc.predict([f.read for f in files])))
 
 @admin.get('/model', response_model=Card, summary='The bundle card')
 def model(svc:Service=Depends(service)): return svc.bundle.card
@@ -435,7 +522,7 @@ VERDICT = {200: {'description': "the verdict (opsbook.monitor.Verdict); with for
 
 DRIFT_WINDOW = 10_000   # the most rows one drift check compares (bench/drift_window.py times it by window)
 
-@admin.get('/monitoring/drift', summary='Data drift of recent traffic', responses=VERDICT | responses(422, 503))
+@admin.get('/monitoring/drift', summary='Data drift of recent traffic', responses=VERDICT | responses(422, 500, 503))
 async def drift(window:int=Query(500, ge=1, le=DRIFT_WINDOW, description='the last N logged predictions'),
                 format:Literal['json', 'html']=Query('json', description="'html': Evidently's report"),
                 svc:Service=Depends(service)):
@@ -471,6 +558,8 @@ class Performance(Figures):
     version: str = Field(description="the version being served, whose threshold gives the estimate")
     versions: dict[str, Figures] = Field(description="the same figures per model version")
 
+labelling = APIRouter()   # protected like prediction, but no model work: outside admission control
+
 UNKNOWN = {404: {'model': Error, 'description': 'no logged prediction has this request_id'}}
 
 async def logged(svc:Service, request_id:str, wait_s:float=1.0) -> dict|None:
@@ -481,7 +570,7 @@ async def logged(svc:Service, request_id:str, wait_s:float=1.0) -> dict|None:
         await asyncio.sleep(0.05)
     return row
 
-@predicting.post('/feedback', response_model=FeedbackAnswer, summary="Send a prediction's true label (the last wins)",
+@labelling.post('/feedback', response_model=FeedbackAnswer, summary="Send a prediction's true label (the last wins)",
                  responses=UNKNOWN | responses(422))
 async def feedback(fb:Feedback, svc:Service=Depends(service)):
     if fb.label not in svc.bundle.classes: raise HTTPException(422, f"label {fb.label!r} is not one of the model's "
@@ -503,12 +592,14 @@ async def performance(window:int=Query(500, ge=1, le=100_000, description='the l
 
 # %% ../nbs/10_serve.ipynb #905b9f68
 def state_limits(app:FastAPI, s:Settings):
-    "Declare `s.max_files` in `app`'s OpenAPI schema as the most items of `/predict/batch`'s `files`."
+    "Declare in `app`'s OpenAPI schema `s.max_files`, the most items of `/predict/batch`, and the classes `/feedback` takes."
     def openapi() -> dict:
         if not app.openapi_schema:
             schema = FastAPI.openapi(app)
             ref = schema['paths']['/predict/batch']['post']['requestBody']['content']['multipart/form-data']['schema']
             schema['components']['schemas'][ref['$ref'].split('/')[-1]]['properties']['files']['maxItems'] = s.max_files
+            if bundle := app.state.service.bundle:
+                schema['components']['schemas']['Feedback']['properties']['label']['enum'] = bundle.classes
         return app.openapi_schema
     app.openapi = openapi
 
@@ -528,6 +619,7 @@ def create_app(settings:Settings|None=None, **kw) -> FastAPI:
     keyed = dict(dependencies=[Depends(require_key)], responses=responses(401)) if s.api_key else {}
     app.include_router(public)
     app.include_router(predicting, **(keyed if s.protect_predict else {}))
+    app.include_router(labelling, **(keyed if s.protect_predict else {}))
     app.include_router(admin, **keyed)
     state_limits(app, s)
     return app

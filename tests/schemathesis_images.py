@@ -1,4 +1,4 @@
-"Schemathesis hooks: an upload (`format: binary`) is an image of an accepted format, whole or damaged, or any bytes."
+"Schemathesis hooks: an upload (`format: binary`, `minLength: 1`) is an image of an accepted format, whole or damaged, or any non-empty bytes."
 import io
 import numpy as np, schemathesis
 from hypothesis import strategies as st
@@ -25,10 +25,10 @@ def images(draw) -> bytes:
 
 @st.composite
 def damaged(draw) -> bytes:
-    "An image cut short, or with one byte changed."
+    "An image cut short (never to nothing: an empty upload is invalid by the schema), or with one byte changed."
     data = draw(images())
     i = draw(st.integers(0, len(data) - 1))
-    if draw(st.booleans()): return data[:i]
+    if draw(st.booleans()): return data[:max(i, 1)]
     return data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1:]
 
-schemathesis.openapi.format('binary', st.one_of(images(), damaged(), st.binary(max_size=64)))
+schemathesis.openapi.format('binary', st.one_of(images(), damaged(), st.binary(min_size=1, max_size=64)))   # minLength: 1

@@ -8,7 +8,9 @@ so that /monitoring/drift judges a real window and answers both its JSON verdict
 
 One check is configured, in schemathesis.toml: positive_data_acceptance expects a schema-valid request to be accepted,
 but no JSON Schema can say "bytes that decode as an image", so for the two upload operations it also accepts 415 (not
-an image) and 422 (empty, truncated or corrupt), the statuses the schema documents for exactly that.
+an image) and 422 (truncated or corrupt), the statuses the schema documents for bytes that are not an image. The empty
+upload and the empty batch need no exception: the schema declares them invalid (`minLength: 1` on an upload,
+`minItems: 1` on a batch), so schemathesis sends them only as negative data, which must be refused.
 """
 import os, shutil, signal, subprocess
 from pathlib import Path
