@@ -6,7 +6,7 @@ Docs: https://opsbook.github.io/opsbook/registry.html.md"""
 
 # %% ../nbs/12_registry.ipynb #f145cc83
 from __future__ import annotations
-import getpass, hashlib, json, os, shutil, socket, time, uuid
+import getpass, hashlib, json, os, re, shutil, socket, time, uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -144,20 +144,25 @@ def check_bundle(path:str|Path, allow_unapproved:bool=False, tol:float=1e-4) -> 
 
 # %% ../nbs/12_registry.ipynb #330b16f1
 def bundle_id(card:Card) -> str:
-    "The registry's name for a bundle: `<name>-<version>`."
-    return f"{card.name}-{card.version}"
+    "The registry's name for a bundle: `<name>-<version>`, refused if it could name a path outside `bundles/`."
+    bid = f"{card.name}-{card.version}"
+    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', bid): raise BundleError(
+        f"{bid!r} cannot name a bundle in a registry: a card's name and version may hold letters, digits, '.', '_', '-'")
+    return bid
 
 def fetch_bundle(st:Store, bid:str, card_sha:str) -> Path:
     "A verified local copy of the registry's bundle `bid`, whose bundle.json has sha256 `card_sha`."
     if st.local: dst = Path(st.path('bundles', bid))
     else:
         dst = cache_dir()/hashlib.sha256(st.url.encode()).hexdigest()[:12]/bid
-        if not (dst/'bundle.json').is_file() or sha256(dst/'bundle.json') != card_sha:
-            tmp = dst.with_name(f'.{bid}.{os.getpid()}.tmp')
-            shutil.rmtree(tmp, ignore_errors=True); dst.parent.mkdir(parents=True, exist_ok=True)
-            st.fs.invalidate_cache(st.path('bundles', bid))            # another process may have added it
-            st.fs.get(st.path('bundles', bid) + '/', str(tmp) + '/', recursive=True)
-            shutil.rmtree(dst, ignore_errors=True); tmp.rename(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f'{dst}.lock'):                                  # workers of one service fetch it once
+            if not (dst/'bundle.json').is_file() or sha256(dst/'bundle.json') != card_sha:
+                tmp = dst.with_name(f'.{bid}.{os.getpid()}.tmp')
+                shutil.rmtree(tmp, ignore_errors=True)
+                st.fs.invalidate_cache(st.path('bundles', bid))            # another process may have added it
+                st.fs.get(st.path('bundles', bid) + '/', str(tmp) + '/', recursive=True)
+                shutil.rmtree(dst, ignore_errors=True); tmp.rename(dst)
     if not (dst/'bundle.json').is_file(): raise RegistryError(f"{st.url} has no bundle {bid}: bundles/{bid} was removed; "
                                                               "promote it again from its folder")
     if sha256(dst/'bundle.json') != card_sha: raise BundleError(
@@ -225,6 +230,7 @@ def promote(registry:str|Path, # a registry folder or bucket URL; created by the
     "Check the bundle at `bundle`, add it to `registry` and point `current` (or `candidate`) at it; the history event."
     st = Store(registry); _check_registry(st)
     b, parity = check_bundle(bundle, allow_unapproved, tol)
+    check_compatible(b.card, _served(st), allow_new_classes)         # before copying it in; again under the lock
     bid, card_sha = add_bundle(st, b)
     which = 'candidate' if candidate else 'current'
     with st.lock(timeout):
