@@ -22,9 +22,10 @@ from .features import (InputSpec, load_image, preprocess, pixel_stats, predictio
                               fit_projection)
 
 # %% auto #0
-__all__ = ['FILES', 'RequiredStr', 'EXIT', 'export_onnx', 'onnx_opset', 'onnx_session', 'onnx_predict', 'onnx_parity', 'Card',
-           'BundleError', 'sha256', 'library_versions', 'git_state', 'reference_frame', 'write_bundle', 'verify_bundle',
-           'Bundle', 'load_bundle', 'leave', 'amend_card', 'check_servable']
+__all__ = ['FILES', 'PROBE', 'RequiredStr', 'EXIT', 'export_onnx', 'onnx_opset', 'onnx_session', 'onnx_predict', 'onnx_parity',
+           'Card', 'BundleError', 'sha256', 'library_versions', 'git_state', 'reference_frame', 'write_probe',
+           'probe_parity', 'write_bundle', 'verify_bundle', 'Bundle', 'load_bundle', 'leave', 'amend_card',
+           'check_servable']
 
 # %% ../nbs/03_bundle.ipynb #0020ff7a
 def export_onnx(model, # a torch module returning `(logits, embedding)`
@@ -134,6 +135,23 @@ def reference_frame(sess:ort.InferenceSession, spec:InputSpec, classes:list[str]
     embs = pd.DataFrame(emb, columns=[f'emb_{i}' for i in range(emb.shape[1])])
     return pd.concat([df, pd.DataFrame(prediction_features(probs, classes)), stats, embs], axis=1)
 
+# %% ../nbs/03_bundle.ipynb #5b1e0a02
+from safetensors.numpy import save_file as save_arrays
+
+PROBE = 'probe.safetensors'
+
+def write_probe(sess:ort.InferenceSession, spec:InputSpec, imgs:list, path:Path, n:int=8) -> Path:
+    "Store the first `n` of `imgs` preprocessed, with the probabilities and embeddings `sess` gives them, at `path`."
+    x = preprocess(_images(imgs[:n]), spec)
+    logits, emb = sess.run(['logits', 'embedding'], {'image': x})
+    save_arrays(dict(image=x, probs=softmax(logits).astype(np.float32), embedding=emb), str(path))
+    return Path(path)
+
+def probe_parity(sess:ort.InferenceSession, path:Path) -> float:
+    "Largest absolute difference between the probabilities `sess` gives the probe's inputs at `path` and the recorded ones."
+    p = load_file(str(path))
+    return float(np.abs(softmax(sess.run(['logits'], {'image': p['image']})[0]) - p['probs']).max())
+
 # %% ../nbs/03_bundle.ipynb #f23a8696
 def write_bundle(model, # the trained torch module, returning `(logits, embedding)`
                  out:Path, # the bundle folder to create
@@ -157,6 +175,7 @@ def write_bundle(model, # the trained torch module, returning `(logits, embeddin
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp/'weights.safetensors'))
     (tmp/'weights.safetensors').chmod(0o644)   # safetensors writes 0600; a service's own user must read it
     sess = onnx_session(tmp/'model.onnx')
+    write_probe(sess, spec, list(valid_items.path), tmp/PROBE)
     ref = reference_frame(sess, spec, card['classes'], valid_items)
     ref.to_parquet(tmp/'reference.parquet', index=False)
     (tmp/'projection.json').write_text(json.dumps(fit_projection(ref.filter(like='emb_').values)))
@@ -169,7 +188,7 @@ def write_bundle(model, # the trained torch module, returning `(logits, embeddin
                       parity_max_abs_diff=diff)
     full = Card(**card, created=created.isoformat(timespec='seconds'), version=version or created.strftime('%Y%m%d%H%M%S'),
                 libraries=library_versions(), git=git_state(repo_root()), onnx=graph_card,
-                files={f: sha256(tmp/f) for f in FILES})
+                files={f: sha256(tmp/f) for f in (*FILES, PROBE)})
     (tmp/'bundle.json').write_text(full.model_dump_json(indent=2))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

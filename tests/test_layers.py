@@ -3,7 +3,7 @@ import ast, importlib, subprocess, sys
 import pytest
 from conftest import ROOT
 
-LAYERS = ['features', 'data', 'learner', 'bundle', 'train', 'evaluate', 'optimize', 'batcher', 'requestlog', 'monitor', 'serve']
+LAYERS = ['features', 'data', 'learner', 'bundle', 'train', 'evaluate', 'optimize', 'registry', 'batcher', 'requestlog', 'monitor', 'serve']
 
 def imports(mod:str) -> set[str]:
     "The opsbook modules `mod` imports, at the top or inside functions."
