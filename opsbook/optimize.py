@@ -95,7 +95,7 @@ def gate_variant(v:Bundle, # the variant, written and evaluated
         res.update(approved=res['approved'] and near, split=split, data=str(scan.root), parent_accuracy=theirs_acc,
                    tolerance=tolerance, parent=theirs,
                    reason=f"{res['reason']}; accuracy {acc:.4f} {'>=' if near else '<'} parent's {theirs_acc:.4f} "
-                          f"-{tolerance:.4f} tolerance")
+                          f"{-tolerance:+.4f} tolerance")
     v.card = amend_card(v.path, approved=res['approved'], evaluation=dict(gate=res))
     return res
 
