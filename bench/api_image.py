@@ -81,10 +81,12 @@ def main(bundle:str, starts:int):
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--bundle', default='runs/ci/bundle', help='a bundle folder inside the repository (trained with train_bundle when missing)')
+    p.add_argument('--bundle', default='runs/ci/bundle', help='a bundle folder inside the repository (trained with train_bundle when missing; judged by the quality gate)')
     p.add_argument('--starts', type=int, default=7)
     a = p.parse_args()
     if not (root/a.bundle/'bundle.json').exists():
         from opsbook.train import train_bundle
         train_bundle(root/a.bundle)
+    from opsbook.evaluate import gate, check_approved
+    check_approved(gate(root/a.bundle), root/a.bundle)          # the image serves approved bundles only
     main(a.bundle, a.starts)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import httpx, numpy as np
 from PIL import Image
-from serve import commit, digits_bundle, free_port, stop, tree
+from serve import allow, commit, digits_bundle, free_port, stop, tree
 
 bench = Path(__file__).resolve().parent
 
@@ -50,7 +50,7 @@ def cap(gb:float):
     return lambda: resource.setrlimit(resource.RLIMIT_AS, (n, n))
 
 def start(bundle:Path, port:int, workers:int, db:Path, gb:float) -> subprocess.Popen:
-    p = subprocess.Popen(['opsbook-serve', '--bundle', str(bundle), '--port', str(port), '--workers', str(workers), '--threads', '1', '--log-db', str(db)],
+    p = subprocess.Popen(['opsbook-serve', '--bundle', str(bundle), '--port', str(port), '--workers', str(workers), '--threads', '1', '--log-db', str(db), *allow(bundle)],
                          preexec_fn=cap(gb), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and p.poll() is None:

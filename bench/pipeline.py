@@ -47,7 +47,7 @@ def overhead(repo:Path, rounds:int) -> dict:
 
 def sweep(repo:Path, jobs:int, epochs:int) -> float:
     "Seconds for the queue of 4 learning rates to run with `jobs` workers of one thread each."
-    for lr in LRS: sh(repo, 'dvc', 'exp', 'run', '--queue', '--force', '-S', f'lr={lr}', '-S', f'epochs={epochs}', '-S', 'optimize.epochs=1',
+    for lr in LRS: sh(repo, 'dvc', 'exp', 'run', '--queue', '--force', '-S', f'lr={lr}', '-S', f'epochs={epochs}', '-S', 'optimize.epochs=1', '-S', 'optimize.tolerance=1',
                       '-S', 'gate_margin=-1')
     t = time.perf_counter()
     sh(repo, 'dvc', 'queue', 'start', '-j', str(jobs), OMP_NUM_THREADS='1')

@@ -268,9 +268,13 @@ def amend_card(path:Path, files:list[str]=(), **sections) -> Card:
 
 # %% ../nbs/03_bundle.ipynb #35ebf797
 def check_servable(bundle:Bundle, allow_unapproved:bool=False) -> Bundle:
-    "`bundle`, unless its quality gate did not approve it and serving it anyway was not asked for."
-    if bundle.card.approved is False and not allow_unapproved:
-        why = bundle.card.evaluation.get('gate', {}).get('reason', 'see evaluation.gate in its bundle.json')
-        raise BundleError(f"{bundle.path} was not approved by its quality gate ({why}); retrain it, "
-                          f"or pass --allow-unapproved (OPSBOOK_ALLOW_UNAPPROVED=1) to serve it anyway")
-    return bundle
+    "`bundle`, unless its quality gate did not approve it (a no, or no verdict) and serving it anyway was not asked for."
+    c, anyway = bundle.card, "or pass --allow-unapproved (OPSBOOK_ALLOW_UNAPPROVED=1) to serve it anyway"
+    if c.approved or allow_unapproved: return bundle
+    if c.approved is False:
+        why = c.evaluation.get('gate', {}).get('reason', 'see evaluation.gate in its bundle.json')
+        raise BundleError(f"{bundle.path} was not approved by its quality gate ({why}); retrain it, {anyway}")
+    data = f" --data {c.data['source']}" if c.data.get('source') else ''
+    raise BundleError(f"{bundle.path} has no verdict from a quality gate (its card's approved is null: nothing compared "
+                      f"the model with the baselines); judge it with `opsbook-evaluate --bundle {bundle.path}{data} --judge` "
+                      f"(every training run does), {anyway}")

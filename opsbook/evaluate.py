@@ -26,7 +26,7 @@ from .features import InputSpec, load_image, preprocess
 # %% auto #0
 __all__ = ['calibration', 'expected_calibration_error', 'class_report', 'summary', 'worst_mistakes', 'plot_confusion',
            'plot_mistakes', 'plot_reliability', 'check_classes', 'evaluate', 'pixel_rows', 'baselines', 'verdict',
-           'NotApproved', 'gate', 'check_approved', 'dvc_files', 'evaluate_cli']
+           'NotApproved', 'split_accuracy', 'gate', 'check_approved', 'dvc_files', 'evaluate_cli']
 
 # %% ../nbs/05_evaluate.ipynb #7d1eb549
 def calibration(probs:np.ndarray, targs:np.ndarray, n_bins:int=10) -> pd.DataFrame:
@@ -163,15 +163,20 @@ def verdict(accuracy:float, base:dict, margin:float=0.0) -> dict:
 class NotApproved(RuntimeError):
     "A bundle that its quality gate rejected."
 
+def split_accuracy(b:Bundle, scan:Scan, split:str='test') -> float:
+    "Accuracy of `b` on `split` of `scan`: the one its card records for that split of that folder, else measured now."
+    ev = b.card.evaluation
+    for done in (ev.get(split, {}), ev.get('gate', {})):
+        if done.get('data') == str(scan.root) and done.get('split') == split: return done['accuracy']
+    return evaluate(b, scan, split, write=False)['accuracy']
+
 def gate(bundle:Bundle|str|Path, # a bundle or its folder
          data_dir:Scan|str|Path|None=None, # the folder it was trained on, or its scan; None: the embedded digits
          split:str='test', margin:float=0.0) -> dict:
     "Judge `bundle` against the baselines on `split` of `data_dir`, and record the verdict in its card."
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     scan = as_scan(data_dir)
-    done = b.card.evaluation.get(split, {})
-    acc = done['accuracy'] if done.get('data') == str(scan.root) else evaluate(b, scan, split, write=False)['accuracy']
-    v = dict(split=split, **verdict(acc, baselines(scan, b.spec, split), margin))
+    v = dict(split=split, data=str(scan.root), **verdict(split_accuracy(b, scan, split), baselines(scan, b.spec, split), margin))
     b.card = amend_card(b.path, approved=v['approved'], evaluation=dict(gate=v))
     return v
 
@@ -200,10 +205,15 @@ def evaluate_cli(bundle:RequiredStr, # the model bundle folder
                  split:str='test', # split to evaluate
                  no_write:bool=False, # do not write evaluation/ into the bundle
                  metrics:str=None, # also write the summary and the gate's verdict to this JSON file (DVC metrics)
-                 plots:str=None): # also write predictions.csv and calibration.csv into this folder (DVC plots)
-    "Evaluate a model bundle on a split of an image folder; exit 5 if its quality gate rejected it."
+                 plots:str=None, # also write predictions.csv and calibration.csv into this folder (DVC plots)
+                 judge:bool=False, # judge it with the quality gate on this split and record the verdict in its card
+                 margin:float=0.0): # with --judge: the accuracy it must beat the best baseline by
+    "Evaluate a model bundle on a split of an image folder (and judge it, with --judge); exit 5 if its quality gate rejected it."
     matplotlib.use('Agg')
-    try: b = load_bundle(bundle); res = evaluate(b, data, split, write=not no_write)
+    try:
+        b, scan = load_bundle(bundle), as_scan(data)
+        res = evaluate(b, scan, split, write=not no_write)
+        if judge: gate(b, scan, split, margin)
     except (ValueError, FileNotFoundError) as e: leave(EXIT['bad_input'], f"opsbook-evaluate: {e}")
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, pd.DataFrame)}, indent=2))
     print(res['report'].round(4).to_string())

@@ -16,15 +16,15 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from fastcore.script import call_parse
 
 from .features import InputSpec, load_image, preprocess
-from .bundle import EXIT, Bundle, RequiredStr, leave, load_bundle, write_bundle
+from .bundle import EXIT, Bundle, RequiredStr, amend_card, leave, load_bundle, write_bundle
 from .data import Scan, as_scan, image_dls
 from .learner import LogitsAndEmbedding, create_learner
 from .train import bundle_model
-from .evaluate import evaluate
+from .evaluate import baselines, evaluate, split_accuracy, verdict
 
 # %% auto #0
-__all__ = ['METHODS', 'ImageReader', 'quantize_onnx', 'optimize_onnx', 'prune_model', 'fine_tune', 'optimize', 'variant_metrics',
-           'optimize_cli']
+__all__ = ['METHODS', 'ImageReader', 'quantize_onnx', 'optimize_onnx', 'prune_model', 'fine_tune', 'gate_variant', 'optimize',
+           'variant_metrics', 'optimize_cli']
 
 # %% ../nbs/06_optimize.ipynb #dda327d7
 class ImageReader(CalibrationDataReader):
@@ -71,6 +71,34 @@ def fine_tune(model, scan:Scan, spec:InputSpec, epochs:int=10, lr:float=3e-3, bs
     learn.fit_one_cycle(epochs, lr)
     return learn.model
 
+# %% ../nbs/06_optimize.ipynb #9653e2aa
+def gate_variant(v:Bundle, # the variant, written and evaluated
+                 parent:Bundle, # the bundle it was made from
+                 scan:Scan, # the folder the parent was judged on
+                 tolerance:float=0.01, # the most its accuracy may fall below its parent's (0.01: one point)
+                ) -> dict:
+    "Judge the variant `v` of `parent` and record the verdict, with its parent's, in its card."
+    c, pg = parent.card, parent.card.evaluation.get('gate', {})
+    theirs = dict(name=c.name, version=c.version, approved=c.approved,
+                  **{k: pg[k] for k in ('split', 'accuracy', 'baselines', 'margin', 'reason') if k in pg})
+    if not c.approved:
+        said = f"was not approved by its quality gate ({pg.get('reason', 'no reason recorded')})" if c.approved is False \
+               else "has no verdict from a quality gate"
+        res = dict(approved=False, parent=theirs, reason=f"its parent {c.name} {c.version} {said}: a variant of a model "
+                   f"that is not approved is not approved; judge or retrain the parent, then optimise it again")
+    else:
+        split = pg.get('split', 'test')
+        base = pg['baselines'] if pg.get('data') == str(scan.root) else baselines(scan, v.spec, split)
+        acc, theirs_acc = split_accuracy(v, scan, split), split_accuracy(parent, scan, split)
+        res = verdict(acc, base, pg.get('margin', 0.0))
+        near = round(theirs_acc - acc, 9) <= tolerance
+        res.update(approved=res['approved'] and near, split=split, data=str(scan.root), parent_accuracy=theirs_acc,
+                   tolerance=tolerance, parent=theirs,
+                   reason=f"{res['reason']}; accuracy {acc:.4f} {'>=' if near else '<'} parent's {theirs_acc:.4f} "
+                          f"{-tolerance:+.4f} tolerance")
+    v.card = amend_card(v.path, approved=res['approved'], evaluation=dict(gate=res))
+    return res
+
 # %% ../nbs/06_optimize.ipynb #66f59791
 METHODS = ('quantize', 'prune', 'ort')
 
@@ -80,8 +108,9 @@ def optimize(bundle:Bundle|str|Path, # the parent bundle
              data_dir:Scan|str|Path|None=None, # the training folder (calibration, fine-tuning, evaluation); None: digits
              ratio:float=0.5, epochs:int=10, lr:float=3e-3, # pruning; epochs=0: no fine-tune
              n_calib:int=256, static:bool=True, # quantisation
+             tolerance:float=0.01, # the most its accuracy may fall below its parent's (0.01: one point)
              overwrite:bool=False) -> Bundle:
-    "Write and evaluate an optimised variant of `bundle`."
+    "Write, evaluate and judge an optimised variant of `bundle`."
     if method not in METHODS: raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     parent = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     scan = as_scan(data_dir)
@@ -106,14 +135,15 @@ def optimize(bundle:Bundle|str|Path, # the parent bundle
         write_bundle(LogitsAndEmbedding(model), out, card, scan.split('valid'), tol=tol, graph=graph,
                      overwrite=overwrite)
     if len(scan.split('test')): evaluate(out, scan, 'test')
+    gate_variant(load_bundle(out), parent, scan, tolerance)
     return load_bundle(out)
 
 # %% ../nbs/06_optimize.ipynb #589a8679
 def variant_metrics(v:Bundle) -> dict:
-    "A variant's method, graph size in KiB and test metrics, flat enough for `dvc metrics show`."
+    "A variant's method, graph size in KiB and test metrics and verdict, flat enough for `dvc metrics show`."
     test = v.card.evaluation.get('test', {})
     return dict(method=v.card.parent['method'], model_kib=round((v.path/'model.onnx').stat().st_size / 1024, 1),
-                **{k: test[k] for k in ('accuracy', 'macro_f1', 'ece') if k in test})
+                **{k: test[k] for k in ('accuracy', 'macro_f1', 'ece') if k in test}, approved=bool(v.card.approved))
 
 # %% ../nbs/06_optimize.ipynb #1f5dfa4c
 @call_parse
@@ -123,12 +153,15 @@ def optimize_cli(bundle:RequiredStr, # the parent bundle folder
                  data:str=None, # the training image folder; the embedded digits if omitted
                  ratio:float=0.5, # pruning ratio
                  epochs:int=10, # fine-tuning epochs after pruning
+                 tolerance:float=0.01, # the most the variant's accuracy may fall below its parent's (0.01: one point)
                  overwrite:bool=False, # replace an existing variant folder
-                 metrics:str=None): # also write the variant's size and test metrics to this JSON file (DVC metrics)
-    "Write an optimised variant of a model bundle and evaluate it."
-    try: v = optimize(bundle, method, out, data, ratio=ratio, epochs=epochs, overwrite=overwrite)
+                 metrics:str=None): # also write the variant's size, test metrics and verdict to this JSON file (DVC metrics)
+    "Write an optimised variant of a model bundle, evaluate and judge it; exit 5 if its quality gate rejected it."
+    try: v = optimize(bundle, method, out, data, ratio=ratio, epochs=epochs, tolerance=tolerance, overwrite=overwrite)
     except (ValueError, FileExistsError, FileNotFoundError) as e: leave(EXIT['bad_input'], f"opsbook-optimize: {e}")
     print(v)
-    print(json.dumps(dict(parent=v.card.parent, evaluation=v.card.evaluation), indent=2))
+    print(json.dumps(dict(parent=v.card.parent, approved=v.card.approved, evaluation=v.card.evaluation), indent=2))
     if metrics: Path(metrics).write_text(json.dumps(variant_metrics(v), indent=2))
+    if not v.card.approved: leave(EXIT['rejected'], f"opsbook-optimize: {v.path} is not approved by its quality gate: "
+                                                    f"{v.card.evaluation['gate']['reason']}")
     leave(EXIT['ok'])

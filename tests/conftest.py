@@ -16,9 +16,12 @@ def root() -> Path: return ROOT
 
 @pytest.fixture(scope='session')
 def small_bundle(tmp_path_factory) -> Path:
-    "A digits bundle trained for a few seconds: enough to exercise serving."
+    "A digits bundle trained for a few seconds and approved by the quality gate."
     from opsbook.train import train_bundle
-    return train_bundle(tmp_path_factory.mktemp('bundle')/'bundle', name='digits-test')
+    from opsbook.evaluate import gate, check_approved
+    b = train_bundle(tmp_path_factory.mktemp('bundle')/'bundle', name='digits-test')
+    check_approved(gate(b), b)                          # opsbook-serve serves approved bundles only
+    return b
 
 @pytest.fixture(scope='session')
 def test_items():

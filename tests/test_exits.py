@@ -5,13 +5,13 @@ Native thread pools (pyarrow's, ONNX Runtime's) still running when the interpret
 after its work is done: `opsbook-drift` and a torch-free bundle load are run many times, several at once, and each
 run must end with its expected status. The slow test runs them 120 times each (bench/RESULTS.md, "Exit statuses").
 """
-import signal, subprocess, sys, time
+import shutil, signal, subprocess, sys, time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
-from opsbook.bundle import EXIT
+from opsbook.bundle import EXIT, amend_card
 from opsbook.serve import create_app
 
 LOAD = """
@@ -82,3 +82,14 @@ def test_every_command_exits_with_its_documented_status(small_bundle, tmp_path):
         return r.returncode, says in r.stderr
     with ThreadPoolExecutor(4) as ex: got = dict(zip([' '.join(c[0]) for c in CASES], ex.map(run, CASES)))
     assert got == {' '.join(args): (EXIT[status], True) for args, status, _ in CASES}
+
+def test_a_card_without_a_verdict_is_refused_unless_asked(small_bundle, tmp_path):
+    "A bundle no quality gate judged (`approved: null`) is refused like a rejected one: status 4, what to do; served when asked."
+    from test_serve import Server
+    b = tmp_path/'unjudged'
+    shutil.copytree(small_bundle, b); amend_card(b, approved=None)
+    r = subprocess.run(['opsbook-serve', '--bundle', str(b)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == EXIT['bad_input'], r.stderr[-2000:]
+    assert all(s in r.stderr for s in ('has no verdict from a quality gate', f'opsbook-evaluate --bundle {b}', '--judge', '--allow-unapproved')), r.stderr
+    srv = Server(b, tmp_path/'log.db', '--allow-unapproved')          # ready when /readyz answers 200
+    assert srv.stop() in (0, -15)

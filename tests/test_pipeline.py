@@ -1,13 +1,13 @@
 """The DVC pipeline as a newcomer uses it, with real `git`, `dvc` and papermill in a copy of the repository: repro,
 no-op repro, a partial rerun after a parameter change with its metrics diff, plots and `.ci/retrain`, push and pull to the local
 remote and to an S3 server (moto), a user's folder under `dvc add`, a queued two-point sweep, and the quality gate
-failing its stage. The runs are tiny (2 epochs of 16×16 digits) and not judged by the gate, but in the last test."""
+failing its stage. The runs are tiny (2 epochs of 16×16 digits) and not judged by the gate (nor their variants), but in the last test."""
 import io, json, os, shutil, subprocess, time
 import pandas as pd, pytest, yaml
 from conftest import ROOT
 
 pytest.importorskip('dvc', reason='DVC is not installed: pip install -e ".[dev]"')
-TINY = dict(epochs=2, size=16, wandb_mode='disabled', gate_margin=-1.0, optimize=dict(ratio=0.5, epochs=1))
+TINY = dict(epochs=2, size=16, wandb_mode='disabled', gate_margin=-1.0, optimize=dict(ratio=0.5, epochs=1, tolerance=1.0))
 
 def run(repo, *cmd:str, timeout:int=600, ok:bool=True) -> subprocess.CompletedProcess:
     "Run `cmd` in `repo` as a user would (no IN_TEST, one thread per process); fail with its output unless `ok` is False."
@@ -69,7 +69,7 @@ def test_a_parameter_change_reruns_what_depends_on_it_and_diffs(repo):
     run(repo, 'dvc', 'plots', 'show', '-o', 'dvc_plots')
     page = (repo/'dvc_plots'/'index.html').read_text()
     assert all(p in page for p in ('history.csv', 'predictions.csv', 'calibration.csv'))
-    set_params(repo, optimize=dict(ratio=0.25, epochs=1))
+    set_params(repo, optimize=dict(ratio=0.25, epochs=1, tolerance=1.0))
     assert ran(run(repo, 'dvc', 'repro')) == {'optimize@prune', 'optimize@quantize'}
     commit(repo, 'lr 0.003, pruning 25%')
     r = run(repo, 'bash', '.ci/retrain', 'HEAD~1', str(repo.parent/'diff.md'))     # what the retrain workflow comments
