@@ -304,10 +304,10 @@ def set_recorder_state(learn:Learner, s:dict):
     r.smooth_loss.count, r.smooth_loss.val = s['smooth']['count'], s['smooth']['val'].to(learn.dls.device)
 
 def epoch_history(learn:Learner) -> pd.DataFrame:
-    "One row per epoch trained (`epoch` from 1) with the recorder's losses and metrics: what `history.csv` holds."
+    "One row per epoch trained (`epoch` from 1) with the recorder's losses and metrics: what `history.csv` holds (take it before `learn.validate()`, which starts fastai's recorder afresh)."
     r = learn.recorder
     names = [n for n in r.metric_names[1:] if n != 'time']
-    rows = [list(v) for v in r.values if len(v) == len(names)]   # `learn.validate()` records a shorter row: not an epoch
+    rows = [list(v) for v in r.values if len(v) == len(names)]   # the one row `learn.validate()` leaves is no epoch
     return pd.DataFrame(rows, columns=names).rename_axis('epoch').reset_index().assign(epoch=lambda d: d.epoch + 1)
 
 # %% ../nbs/02_learner.ipynb #75211cbd
