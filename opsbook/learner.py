@@ -6,25 +6,28 @@ Docs: https://opsbook.github.io/opsbook/learner.html.md"""
 
 # %% ../nbs/02_learner.ipynb #6d4e79ab
 from __future__ import annotations
-import io, json, os, random, shutil, socket, time
+import io, json, os, pickle, random, shutil, socket, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, get_args
 
-import numpy as np, torch, torchvision
+import numpy as np, pandas as pd, torch, torchvision
 import torch.distributed as dist, torch.multiprocessing as mp
 from torch import nn
 from fastai.vision.all import (Learner, Callback, ConvLayer, DataLoaders, accuracy, LabelSmoothingCrossEntropyFlat,
                                ProgressCallback, Recorder, rank_distrib, num_distrib, distrib_barrier, get_model)
 from fastai.distributed import DistributedDL
+from fastcore.foundation import L
 from accelerate.state import AcceleratorState
 import wandb
+from .data import fingerprint
 
 # %% auto #0
 __all__ = ['ARCHS', 'Precision', 'PRECISIONS', 'WandbMode', 'WANDB_MODES', 'Classifier', 'LogitsAndEmbedding', 'digitnet',
            'resnet', 'create_model', 'shrink_to', 'pick_precision', 'log_epochs', 'create_learner', 'data_parallel',
-           'free_port', 'local_ranks', 'rng_state', 'set_rng_state', 'every_rank', 'saved_state', 'Checkpoint',
-           'load_checkpoint', 'fit_resumable', 'wandb_run', 'WandbLog', 'log_bundle']
+           'free_port', 'local_ranks', 'rng_state', 'set_rng_state', 'plain', 'read_checkpoint', 'every_rank',
+           'saved_state', 'recorder_state', 'set_recorder_state', 'epoch_history', 'Checkpoint', 'load_checkpoint',
+           'fit_resumable', 'wandb_run', 'WandbLog', 'log_bundle']
 
 # %% ../nbs/02_learner.ipynb #3f1268ae
 class Classifier(nn.Module):
@@ -247,13 +250,33 @@ def set_rng_state(dls:DataLoaders, s:dict):
     random.setstate(s['python']); np.random.set_state((kind, keys.numpy(), *rest))
     torch.set_rng_state(s['torch']); _shuffler(dls).rng.setstate(s['loader'])
 
+def plain(obj):
+    "`obj` as tensors, numbers, strings, lists and dicts only: what `torch.load(..., weights_only=True)` reads back."
+    if isinstance(obj, np.generic): return obj.item()   # before float: np.float64 is one, and pickles as numpy's
+    if isinstance(obj, torch.Tensor): return obj.as_subclass(torch.Tensor)   # fastai's `TensorBase` pickles as a class
+    if obj is None or isinstance(obj, (bool, int, float, str)): return obj
+    if isinstance(obj, np.ndarray): return torch.from_numpy(obj.copy())
+    if isinstance(obj, dict): return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple): return tuple(plain(o) for o in obj)
+    if isinstance(obj, (list, L)): return [plain(o) for o in obj]
+    raise TypeError(f"{type(obj).__name__} cannot go into a checkpoint: only tensors, numbers, strings, lists and dicts do")
+
+def read_checkpoint(file:Path, map_location=None) -> dict:
+    "A checkpoint written by `Checkpoint`, read without running code from it (`weights_only=True`)."
+    try: return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = next((l.strip() for l in str(e).splitlines() if 'Unpickler' in l), str(e))
+        raise ValueError(f"{file} holds more than tensors and plain values, so it is not loaded (it could run code): "
+                         f"it was not written by `Checkpoint`; delete it, or start afresh with resume=False "
+                         f"({why})") from None
+
 def every_rank(obj) -> list:
-    "`obj`, which may hold tensors, from every process of the group in rank order (`[obj]` in a world of one)."
+    "`obj` (tensors and plain values) from every process of the group in rank order (`[obj]` in a world of one)."
     if num_distrib() <= 1 or not dist.is_initialized(): return [obj]
     buf, res = io.BytesIO(), [None] * num_distrib()
-    torch.save(obj, buf)
+    torch.save(plain(obj), buf)
     dist.all_gather_object(res, buf.getvalue())   # as bytes: torch 2.14 cannot unpickle the tensors it gathers
-    return [torch.load(io.BytesIO(b), weights_only=False) for b in res]
+    return [torch.load(io.BytesIO(b), weights_only=True) for b in res]
 
 def _atomic(path:Path, write):
     tmp = path.with_name(path.name + '.tmp')
@@ -265,9 +288,31 @@ def saved_state(ckpt_dir:Path) -> dict|None:
     p = Path(ckpt_dir)/'state.json'
     return json.loads(p.read_text()) if p.exists() else None
 
+# %% ../nbs/02_learner.ipynb #5e0c1a7b
+def recorder_state(learn:Learner) -> dict:
+    "What `learn.recorder` has recorded so far (losses, learning rates, each epoch's values), as plain values."
+    r = learn.recorder
+    return dict(names=list(r.metric_names), values=[[float(v) for v in vs] for vs in r.values],
+                losses=[float(l) for l in r.losses], lrs=[float(l) for l in r.lrs], iters=list(r.iters),
+                smooth=dict(count=r.smooth_loss.count, val=r.smooth_loss.val.detach().cpu()))
+
+def set_recorder_state(learn:Learner, s:dict):
+    "Put back what `recorder_state` saved, replacing what the recorder holds (the empty rows of skipped epochs too)."
+    r = learn.recorder
+    r.metric_names = L(s['names'])
+    r.values, r.losses, r.lrs, r.iters = [L(v) for v in s['values']], [torch.tensor(l) for l in s['losses']], list(s['lrs']), list(s['iters'])
+    r.smooth_loss.count, r.smooth_loss.val = s['smooth']['count'], s['smooth']['val'].to(learn.dls.device)
+
+def epoch_history(learn:Learner) -> pd.DataFrame:
+    "One row per epoch trained (`epoch` from 1) with the recorder's losses and metrics: what `history.csv` holds (take it before `learn.validate()`, which starts fastai's recorder afresh)."
+    r = learn.recorder
+    names = [n for n in r.metric_names[1:] if n != 'time']
+    rows = [list(v) for v in r.values if len(v) == len(names)]   # the one row `learn.validate()` leaves is no epoch
+    return pd.DataFrame(rows, columns=names).rename_axis('epoch').reset_index().assign(epoch=lambda d: d.epoch + 1)
+
 # %% ../nbs/02_learner.ipynb #75211cbd
 class Checkpoint(Callback):
-    "After every epoch, rank 0 saves model, optimiser and every rank's random state to `path`, never behind what is saved."
+    "After every epoch, rank 0 saves model, optimiser, recorder and every rank's random state to `path`, never behind what is saved."
     order = 90
     def __init__(self, path:Path, params:dict, restore:dict|None=None):
         self.path, self.params, self.restore = Path(path), params, restore
@@ -275,6 +320,7 @@ class Checkpoint(Callback):
     def before_epoch(self):
         if self.restore and self.epoch == self.restore['epoch'] + 1:
             set_rng_state(self.dls, self.restore['rng'][rank_distrib()])
+            set_recorder_state(self.learn, self.restore['recorder'])   # drops the rows fastai added for skipped epochs
 
     def after_epoch(self):
         rngs = every_rank(rng_state(self.dls))
@@ -283,7 +329,8 @@ class Checkpoint(Callback):
         if saved and saved['epoch'] >= self.epoch: return
         self.path.mkdir(parents=True, exist_ok=True)
         file = self.path/f'epoch-{self.epoch}.pth'
-        state = dict(model=get_model(self.learn.model).state_dict(), opt=self.learn.opt.state_dict(), rng=rngs)
+        state = plain(dict(model=get_model(self.learn.model).state_dict(), opt=self.learn.opt.state_dict(), rng=rngs,
+                           recorder=recorder_state(self.learn)))
         _atomic(file, lambda p: torch.save(state, p))
         info = dict(epoch=self.epoch, n_epoch=self.n_epoch, file=file.name, params=self.params, time=time.time())
         _atomic(self.path/'state.json', lambda p: p.write_text(json.dumps(info)))
@@ -291,20 +338,24 @@ class Checkpoint(Callback):
             if old != file: old.unlink()
 
 # %% ../nbs/02_learner.ipynb #580cee5d
+def _refusal(ckpt_dir:Path, diff:dict) -> str:
+    said = [f"{k}={old!r} (now {new!r})" for k, (old, new) in diff.items() if k != 'data']
+    if 'data' in diff: said.append(f"other data (fingerprint {str(diff['data'][0])[:12]}, now {str(diff['data'][1])[:12]}: "
+                                   "the images changed since)")
+    return (f"the checkpoint in {ckpt_dir} was written with {', '.join(said)}: a run resumed on them would be neither "
+            f"run. Resume with the same parameters and data, or start afresh with resume=False or another run name")
+
 def load_checkpoint(learn:Learner, ckpt_dir:Path, params:dict) -> dict|None:
     "Load the checkpoint in `ckpt_dir` into `learn` if it was written with `params`; its state, or None if there is none."
     s = saved_state(ckpt_dir)
     if not s: return None
     diff = {k: (s['params'].get(k), v) for k, v in params.items() if s['params'].get(k) != v}
-    if diff:
-        said = ', '.join(f"{k}={old!r} (now {new!r})" for k, (old, new) in diff.items())
-        raise ValueError(f"the checkpoint in {ckpt_dir} was written with {said}: resume with the same parameters, "
-                         f"or start afresh with resume=False or another run name")
-    ck = torch.load(Path(ckpt_dir)/s['file'], map_location=learn.dls.device, weights_only=False)
+    if diff: raise ValueError(_refusal(ckpt_dir, diff))
+    ck = read_checkpoint(Path(ckpt_dir)/s['file'], map_location=learn.dls.device)
     learn.model.load_state_dict(ck['model'])
     learn.create_opt()
     learn.opt.load_state_dict(ck['opt'])
-    return {**s, 'rng': ck['rng']}
+    return {**s, 'rng': ck['rng'], 'recorder': ck['recorder']}
 
 def _agreed_start(start:int, ckpt_dir:Path) -> int:
     starts = every_rank(start)
@@ -314,9 +365,10 @@ def _agreed_start(start:int, ckpt_dir:Path) -> int:
     return start
 
 def fit_resumable(learn:Learner, epochs:int, lr:float, ckpt_dir:Path, resume:bool=True, cbs=None,
-                  params:dict|None=None) -> int: # what else defines the run (data, arch, seed...): resuming checks it
+                  params:dict|None=None) -> int: # what else defines the run (arch, seed...): resuming checks it
     "`fit_one_cycle` on each rank there is, saving a checkpoint each epoch and resuming from one; the epoch it started at."
     params, ckpt_dir = {**(params or {}), 'epochs': epochs, 'lr': lr, 'world_size': max(num_distrib(), 1)}, Path(ckpt_dir)
+    if hasattr(learn.dls, 'scan'): params['data'] = fingerprint(learn.dls.scan.root)   # the images, not only their folder's name
     with data_parallel(learn):
         if not resume and not rank_distrib(): shutil.rmtree(ckpt_dir, ignore_errors=True)
         distrib_barrier()
@@ -325,6 +377,7 @@ def fit_resumable(learn:Learner, epochs:int, lr:float, ckpt_dir:Path, resume:boo
         if start and not rank_distrib(): print(f"resuming from checkpoint in {ckpt_dir} at epoch {start} of {epochs}")
         if start < epochs:
             learn.fit_one_cycle(epochs, lr, start_epoch=start, cbs=[Checkpoint(ckpt_dir, params, saved), *(cbs or [])])
+        else: set_recorder_state(learn, saved['recorder'])   # finished before: its history is the checkpoint's
     return start
 
 # %% ../nbs/02_learner.ipynb #2b665eb9

@@ -133,22 +133,44 @@ def test_architecture_page_has_the_mermaid_flowchart(site):
     source = ' '.join(arch.text)
     assert 'flowchart' in source and all(s in source for s in STAGES)
 
-@pytest.mark.skipif(not shutil.which('chromium') and not os.environ.get('CI'), reason='Debian chromium not installed')
-def test_architecture_diagram_renders_in_a_browser(site):
+def test_subtitle_is_the_whole_package_description(site):
+    "The home page's subtitle is pyproject's `description`, whole (a subtitle written over two lines was cut at the first)."
+    desc = re.search(r'^description\s*=\s*"(.*)"$', (ROOT/'pyproject.toml').read_text(), re.M).group(1)   # no tomllib on 3.10
+    home = (site/'index.html').read_text()
+    shown = re.search(r'<div class="description">\s*(.*?)\s*</div>', home, re.S)
+    assert shown and ' '.join(shown.group(1).split()) == desc, (shown and shown.group(1), desc)
+
+BOX = """e => { const b = document.querySelector(e)?.getBoundingClientRect(); return b && {left: b.left, right: b.right} }"""
+
+@pytest.fixture(scope='module')
+def browser_page(site):
+    "A function that opens a page of the site in headless Chromium, 1400 px wide, and hands it to a callback."
     from playwright.sync_api import sync_playwright
     srv = ThreadingHTTPServer(('127.0.0.1', 0), partial(QuietHandler, directory=str(site)))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     url = f'http://127.0.0.1:{srv.server_port}'
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which('chromium'), args=['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'])
-            pg = browser.new_page()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which('chromium'), args=['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'])
+        def visit(name, fn):
+            pg = browser.new_page(viewport=dict(width=1400, height=1000))
             pg.route('**/*', lambda route: route.continue_() if route.request.url.startswith(url) else route.abort())
-            pg.goto(f'{url}/architecture.html')
-            labels = pg.wait_for_selector('svg[aria-roledescription^="flowchart"]', timeout=20_000).text_content()
-            browser.close()
-    finally: srv.shutdown(); srv.server_close()
+            pg.goto(f'{url}/{name}')
+            try: return fn(pg)
+            finally: pg.close()
+        yield visit
+        browser.close()
+    srv.shutdown(); srv.server_close()
+
+@pytest.mark.skipif(not shutil.which('chromium') and not os.environ.get('CI'), reason='Debian chromium not installed')
+def test_architecture_diagram_renders_in_a_browser_within_its_column(browser_page):
+    def look(pg):
+        svg = pg.wait_for_selector('svg[aria-roledescription^="flowchart"]', timeout=20_000)
+        return svg.text_content(), {k: pg.evaluate(BOX, sel) for k, sel in
+                                    dict(svg='svg[aria-roledescription^="flowchart"]', column='main.content > p', sidebar='#quarto-sidebar', toc='#quarto-margin-sidebar').items()}
+    labels, box = browser_page('architecture.html', look)
     assert all(s in labels for s in STAGES), labels
+    assert box['column']['left'] - 1 <= box['svg']['left'] and box['svg']['right'] <= box['column']['right'] + 1, f'the diagram is wider than its column at 1400 px: {box}'
+    assert box['sidebar']['right'] <= box['svg']['left'] and box['svg']['right'] <= box['toc']['left'], f'the diagram covers a sidebar: {box}'
 
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args): pass
