@@ -2,7 +2,7 @@
 #   docker build -f docker/api.Dockerfile --build-arg BUNDLE=runs/<run>/bundle -t opsbook-api .
 # Targets: `api` (the default, the last stage) serves and checks drift (/monitoring/drift, opsbook-drift);
 # `serve` (--target serve) only serves, in about a third of the size.
-# Build arguments: BASE, any image with python3 >= 3.10 and its venv module; BUNDLE, a bundle folder inside the
+# Build arguments: BASE, any image with python3 >= 3.11 and its venv module; BUNDLE, a bundle folder inside the
 # build context copied to /bundle (without it, mount one at /bundle at run time).
 # pip reaches its index through the builder's own settings when given as build secrets, never stored in a layer:
 #   --secret id=pip.conf,src=<a pip.conf> [--secret id=ca.crt,src=<CA bundle it names as /run/secrets/ca.crt>]
