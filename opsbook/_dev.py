@@ -8,17 +8,21 @@ Docs: https://opsbook.github.io/opsbook/pipeline.html.md"""
 __all__ = ['NBDEV', 'nbdev_command', 'nbdev_export', 'nbdev_test', 'nbdev_clean']
 
 # %% ../nbs/11_pipeline.ipynb #e8d7774e
-import importlib, sys
+import os, shutil, sys
+from pathlib import Path
 
-NBDEV = dict(nbdev_export='nbdev.doclinks', nbdev_test='nbdev.test', nbdev_clean='nbdev.clean')
+NBDEV = dict(nbdev_export='nbdev-export', nbdev_test='nbdev-test', nbdev_clean='nbdev-clean')
 
 def nbdev_command(name:str): # nbdev_export, nbdev_test or nbdev_clean
-    "Run nbdev's command `name`; without nbdev, say that it comes with opsbook's dev extra and exit 2."
-    try: mod = importlib.import_module(NBDEV[name])
-    except ImportError: sys.exit(print(f"{name} is nbdev's command, which comes with opsbook's dev extra: "
-                                      "pip install 'opsbook[dev]' (or pip install -e '.[dev]' in a checkout)", file=sys.stderr) or 2)
-    return getattr(mod, name)()
+    "Run nbdev's command for `name` with this command's arguments; without nbdev, say what to install and exit 2."
+    try: import nbdev
+    except ImportError: nbdev = None
+    here = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"   # the scripts beside this Python first
+    cmd = shutil.which(NBDEV[name], path=here)
+    if not (nbdev and cmd): sys.exit(print(f"{name} is nbdev's {NBDEV[name]}, which comes with opsbook's dev extra: "
+                                          "pip install 'opsbook[dev]' (or pip install -e '.[dev]' in a checkout)", file=sys.stderr) or 2)
+    os.execv(cmd, [cmd, *sys.argv[1:]])   # nbdev's own command line, arguments and exit status
 
-def nbdev_export(): "`nbdev-export`, with nbdev 2's name."; return nbdev_command('nbdev_export')
-def nbdev_test():   "`nbdev-test`, with nbdev 2's name.";   return nbdev_command('nbdev_test')
-def nbdev_clean():  "`nbdev-clean`, with nbdev 2's name.";  return nbdev_command('nbdev_clean')
+def nbdev_export(): "`nbdev-export`, with nbdev 2's name."; nbdev_command('nbdev_export')
+def nbdev_test():   "`nbdev-test`, with nbdev 2's name.";   nbdev_command('nbdev_test')
+def nbdev_clean():  "`nbdev-clean`, with nbdev 2's name.";  nbdev_command('nbdev_clean')
