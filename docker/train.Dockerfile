@@ -17,7 +17,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=ca.crt \
     python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch>=2.6,<2.15" "torchvision>=0.21,<0.30"
+    && /opt/venv/bin/pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch>=2.7,<2.15" "torchvision>=0.22,<0.30"
 WORKDIR /opsbook
 COPY pyproject.toml README.md ./
 COPY opsbook opsbook
