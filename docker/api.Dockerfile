@@ -2,7 +2,7 @@
 #   docker build -f docker/api.Dockerfile --build-arg BUNDLE=runs/<run>/bundle -t opsbook-api .
 # Targets: `api` (the default, the last stage) serves and checks drift (/monitoring/drift, opsbook-drift);
 # `serve` (--target serve) only serves, in about a third of the size.
-# Build arguments: BASE, any image with python3 >= 3.10 and its venv module; BUNDLE, a bundle folder inside the
+# Build arguments: BASE, any image with python3 >= 3.11 and its venv module; BUNDLE, a bundle folder inside the
 # build context copied to /bundle (without it, mount one at /bundle at run time).
 # Run it with an API key, from a secret file (it refuses to start on 0.0.0.0 without one; OPSBOOK_NO_AUTH=1 serves
 # every endpoint without a key, on purpose):

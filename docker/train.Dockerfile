@@ -4,7 +4,7 @@
 #       /runs/report.ipynb -p epochs 5 -p run_name digits
 # The run writes to /runs/<run_name> (a volume); data from a volume too (-v ~/data/pets:/data/pets:ro -p data_dir /data/pets);
 # W&B from the environment (-e WANDB_API_KEY -p wandb_mode online; WANDB_PROJECT, WANDB_ENTITY, ...).
-# Build arguments: BASE, any image with python3 >= 3.10, its venv module and apt; TORCH_INDEX, where torch comes from:
+# Build arguments: BASE, any image with python3 >= 3.11, its venv module and apt; TORCH_INDEX, where torch comes from:
 # PyPI (the default) has CUDA builds that bring their own CUDA runtime, so a GPU needs only the host's driver and
 # --gpus; https://download.pytorch.org/whl/cpu gives a CPU-only image a fraction of the size.
 # pip's settings as in docker/api.Dockerfile: build secrets pip.conf and ca.crt, never stored in a layer.
@@ -17,7 +17,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=ca.crt \
     python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch>=2.4,<2.15" "torchvision>=0.19,<0.30"
+    && /opt/venv/bin/pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch>=2.7,<2.15" "torchvision>=0.22,<0.30"
 WORKDIR /opsbook
 COPY pyproject.toml README.md ./
 COPY opsbook opsbook

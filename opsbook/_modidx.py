@@ -348,5 +348,6 @@ d = { 'settings': { 'branch': 'main',
                                'opsbook.train.run_out': ('training.html#run_out', 'opsbook/train.py'),
                                'opsbook.train.train_bundle': ('training.html#train_bundle', 'opsbook/train.py'),
                                'opsbook.train.train_cli': ('training.html#train_cli', 'opsbook/train.py'),
+                               'opsbook.train.train_notebook': ('training.html#train_notebook', 'opsbook/train.py'),
                                'opsbook.train.train_worker': ('training.html#train_worker', 'opsbook/train.py'),
                                'opsbook.train.upload_folder': ('training.html#upload_folder', 'opsbook/train.py')}}}

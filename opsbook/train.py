@@ -8,6 +8,7 @@ Docs: https://opsbook.github.io/opsbook/training.html.md"""
 from __future__ import annotations
 import argparse, hashlib, html, json, os, shutil, sys
 from datetime import datetime, timezone
+from importlib.resources import files
 from pathlib import Path, PurePosixPath
 
 import fsspec, papermill as pm, torch, yaml
@@ -22,8 +23,8 @@ from .bundle import EXIT, Bundle, leave, write_bundle
 
 # %% auto #0
 __all__ = ['is_url', 'check_url', 'TrainConfig', 'cache_dir', 'fetch_folder', 'upload_folder', 'local_data', 'resolve_name',
-           'run_out', 'data_cli', 'run_dls', 'run_learner', 'run_fit', 'train_worker', 'read_params', 'train_cli',
-           'run_card', 'dvc_stage', 'train_bundle', 'bundle_model']
+           'run_out', 'data_cli', 'run_dls', 'run_learner', 'run_fit', 'train_worker', 'read_params', 'train_notebook',
+           'train_cli', 'run_card', 'dvc_stage', 'train_bundle', 'bundle_model']
 
 # %% ../nbs/04_training.ipynb #7f5cdecf
 def is_url(p:str|Path) -> bool:
@@ -90,12 +91,15 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def check(cls, **params) -> TrainConfig:
-        "Validate `params`, raising one `ValueError` that lists every bad one."
+        "Validate `params`, raising one `ValueError` that lists every bad one (and the known names, if one is unknown)."
         try: return cls(**params)
         except ValidationError as e:
-            bad = '\n'.join(f"- {'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})"
+            unknown = [err['loc'][0] for err in e.errors() if err['type'] == 'extra_forbidden']
+            bad = '\n'.join(f"- {'.'.join(map(str, err['loc']))}: "
+                            f"{'unknown parameter' if err['type'] == 'extra_forbidden' else err['msg']} (got {err.get('input')!r})"
                             for err in e.errors())
-            raise ValueError(f"bad training parameters:\n{bad}") from None
+            known = f"\nunknown: {', '.join(unknown)}; the known parameters are {', '.join(cls.model_fields)}" if unknown else ''
+            raise ValueError(f"bad training parameters:\n{bad}{known}") from None
 
     def training_params(self) -> dict:
         "The parameters that decide what is trained: a checkpoint written with other values is not resumed."
@@ -199,10 +203,16 @@ def read_params(path:str|Path) -> dict:
     params = yaml.safe_load(Path(path).read_text()) or {}
     return {k: v for k, v in params.items() if not isinstance(v, dict)}
 
+def train_notebook() -> Path:
+    "The training notebook a run executes: the checkout's nbs/train.ipynb, else the copy installed with the package."
+    nb = repo_root()/'nbs'/'train.ipynb'
+    return nb if nb.exists() else Path(str(files('opsbook')/'train.ipynb'))
+
 def train_cli(argv:list[str]|None=None):
     "Run nbs/train.ipynb with papermill, writing the executed notebook to REPORT; in a launcher's rank other than 0, train."
-    p = argparse.ArgumentParser(prog='opsbook-train', description="Run nbs/train.ipynb with papermill, writing the "
-        "executed notebook to REPORT. Under torchrun every process runs this: rank 0 the notebook, the others its training.")
+    p = argparse.ArgumentParser(prog='opsbook-train', description="Run nbs/train.ipynb (outside a checkout, the "
+        "copy installed with opsbook) with papermill, writing the executed notebook to REPORT. Under torchrun every "
+        "process runs this: rank 0 the notebook, the others its training.")
     p.add_argument('report', help="where the executed notebook goes: a path or a URL (s3://, gs://...)")
     p.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
                    help="a parameter of the run (see nbs/train.ipynb), as papermill's -p")
@@ -213,7 +223,7 @@ def train_cli(argv:list[str]|None=None):
     except ValueError as e: sys.exit(f"opsbook-train: {e}")
     if rank_distrib(): return train_worker(cfg)
     if not is_url(args.report): Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    try: pm.execute_notebook(repo_root()/'nbs'/'train.ipynb', args.report, parameters=cfg.model_dump(), cwd=repo_root())
+    try: pm.execute_notebook(train_notebook(), args.report, parameters=cfg.model_dump(), cwd=repo_root())
     except pm.PapermillExecutionError as e:
         if e.ename == 'NotApproved': leave(EXIT['rejected'], f"opsbook-train: {e.evalue}; {args.report} is the run's report")
         sys.exit(f"opsbook-train: the run failed ({e.ename}: {e.evalue}); {args.report} shows where")

@@ -48,6 +48,7 @@ def test_run_from_nbs_writes_a_bundle_that_onnx_and_torch_agree_on(tmp_path):
     ('arch', 'vgg16', 'unknown arch'),
     ('lr', -1, 'lr: Input should be greater than 0'),
     ('data_dir', '/no/such/folder', 'is not a folder'),
+    ('lrr', 0.1, 'unknown: lrr; the known parameters are data_dir, arch, epochs, lr'),   # a typo is not the default
 ])
 def test_bad_parameters_fail_in_the_first_cells(tmp_path, param, value, message):
     r = papermill(tmp_path/'report.ipynb', out_dir=tmp_path/'run', **{param: value})

@@ -1,5 +1,5 @@
 "The GitHub workflows: actionlint finds nothing in them, each runs a script of .ci/, and those scripts do what the workflows expect."
-import io, json, os, shutil, subprocess
+import io, json, os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, yaml
 from PIL import Image, ImageOps
@@ -17,7 +17,8 @@ def run_commands(wf:Path) -> list[str]:
     jobs = yaml.safe_load(wf.read_text())['jobs'].values()
     return [s['run'] for j in jobs for s in j['steps'] if 'run' in s]
 
-@pytest.mark.parametrize('name,script', [('tests', 'run'), ('docs', 'docs'), ('images', 'images'), ('retrain', 'retrain'), ('drift', 'drift')])
+@pytest.mark.parametrize('name,script', [('tests', 'run'), ('docs', 'docs'), ('images', 'images'), ('retrain', 'retrain'), ('drift', 'drift'),
+                                         ('minimum', 'minimum')])
 def test_each_workflow_runs_the_script_ci_runs(name, script):
     assert any(f'bash .ci/{script}' in cmd for cmd in run_commands(WORKFLOWS/f'{name}.yml')), f'{name}.yml does not run .ci/{script}'
 
@@ -82,3 +83,30 @@ def test_retrain_script_reproduces_and_diffs_the_metrics(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     diff = (repo/'diff.md').read_text()
     assert 'accuracy' in diff and '0.5' in diff and '1.0' in diff, diff
+
+@pytest.mark.skipif(not shutil.which('dvc'), reason='dvc not installed (the dev extra installs it)')
+def test_dvclock_fails_when_a_dependency_or_parameter_left_the_lock_behind(tmp_path):
+    repo = tmp_path/'repo'
+    repo.mkdir()
+    (repo/'dvc.yaml').write_text(yaml.safe_dump(PIPELINE))
+    (repo/'train.py').write_text(TRAIN)
+    (repo/'params.yaml').write_text('lr: 0.1\n')
+    git = lambda *a: subprocess.run(['git', '-c', 'user.name=ci', '-c', 'user.email=ci@opsbook.invalid', *a], cwd=repo, check=True, capture_output=True)
+    git('init', '-q', '-b', 'main')
+    subprocess.run(['dvc', 'init', '-q'], cwd=repo, check=True)
+    subprocess.run(['dvc', 'repro', '-q'], cwd=repo, check=True)
+    git('add', '-A'); git('commit', '-qm', 'the pipeline and its lock')
+    (repo/'metrics.json').unlink()   # outputs are not compared: a fresh clone has none
+    check = lambda: subprocess.run([sys.executable, str(ROOT/'.ci'/'dvclock.py')], cwd=repo, capture_output=True, text=True, timeout=120)
+    r = check()
+    assert r.returncode == 0, r.stdout + r.stderr
+    (repo/'params.yaml').write_text('lr: 0.2\n')
+    (repo/'train.py').write_text(TRAIN + '# changed\n')
+    r = check()
+    assert r.returncode == 1 and '- train: train.py modified' in r.stderr and '- train: parameter lr in params.yaml modified' in r.stderr, r.stderr
+    assert 'dvc repro' in r.stderr
+
+def test_the_committed_dvc_lock_and_metrics_hold_no_machine_paths():
+    for f in [ROOT/'dvc.lock', *(ROOT/'metrics').glob('*')]:
+        text = f.read_text()
+        assert not any(s in text for s in (str(ROOT), str(Path.home()), '/tmp/')), f"{f.name} holds a path of this machine"
