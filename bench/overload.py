@@ -61,7 +61,9 @@ async def capacity(url:str, data:bytes, seconds:float, conc:int=8) -> float:
         t0, ok = time.perf_counter(), 0
         async def loop():
             nonlocal ok
-            while time.perf_counter() - t0 < seconds: ok += (await post(c, url, data))['status'] == 200
+            while time.perf_counter() - t0 < seconds:
+                r = await post(c, url, data)   # awaited first: `ok += await ...` reads `ok` before the await and loses the other loops' counts
+                ok += r['status'] == 200
         await asyncio.gather(*[loop() for _ in range(conc)])
         return ok / (time.perf_counter() - t0)
 
