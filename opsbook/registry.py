@@ -19,8 +19,8 @@ from .bundle import (EXIT, PROBE, Bundle, BundleError, Card, check_servable, lea
                             sha256, verify_bundle)
 
 # %% auto #0
-__all__ = ['RegistryError', 'cache_dir', 'Store', 'check_parity', 'check_compatible', 'check_bundle', 'bundle_id', 'fetch_bundle',
-           'add_bundle', 'promote', 'rollback', 'pointer', 'current', 'history', 'promote_cli']
+__all__ = ['NORM', 'RegistryError', 'cache_dir', 'Store', 'check_parity', 'check_compatible', 'check_bundle', 'bundle_id',
+           'fetch_bundle', 'add_bundle', 'promote', 'rollback', 'pointer', 'current', 'history', 'promote_cli']
 
 # %% ../nbs/12_registry.ipynb #6fd1d5d5
 class RegistryError(ValueError):
@@ -122,12 +122,14 @@ def check_parity(b:Bundle, tol:float=1e-4, # largest difference in probability a
     return d
 
 # %% ../nbs/12_registry.ipynb #627c862f
+NORM = {'mean', 'std'}   # the spec's normalisation: the model's own, measured on its training images
+
 def check_compatible(card:Card, # the bundle to promote
                      served:Card|None, # the one serving now (None: nothing serves yet)
                      allow_new_classes:bool=False):
-    "Raise `BundleError` unless `card` takes the same inputs as `served` and answers with the same classes."
+    "Raise `BundleError` unless `card` takes inputs of the same size, channels and resizing as `served`, and answers with the same classes."
     if served is None: return
-    if card.input != served.input: raise BundleError(
+    if card.input.model_dump(exclude=NORM) != served.input.model_dump(exclude=NORM): raise BundleError(
         f"{card.name} {card.version} takes other inputs ({card.input.model_dump()}) than {served.name} {served.version} "
         f"which serves now ({served.input.model_dump()}): clients' images would be prepared wrongly; retrain with the "
         "served input spec")
