@@ -112,7 +112,8 @@ class InputStore:
     def _prune(self):
         "List the store; delete the inputs past `max_days`, and the oldest while over a limit, down to `LOW` of it."
         self.next_prune = time.monotonic() + self.prune_s
-        kept, now = kept_inputs(self.st), time.time()
+        kept, now, mine = kept_inputs(self.st), time.time(), self.kept or {}
+        kept = {k: (n, max(t, mine.get(k, (0, t))[1])) for k, (n, t) in kept.items()}   # a bucket's times are in seconds
         old = [k for k, (_, t) in kept.items() if now - t > self.max_age_s]
         young = sorted((t, k) for k, (_, t) in kept.items() if now - t <= self.max_age_s)
         total, count, over = sum(kept[k][0] for _, k in young), len(young), []

@@ -1,6 +1,6 @@
 """A real `opsbook-serve` keeping its inputs (`--store-inputs`) in a folder and in a bucket (moto's S3 server): labels
 sent back, `opsbook-harvest` run as its console script runs it, and the harvested folder read by the data chapter."""
-import hashlib, json, sqlite3, subprocess, sys, time
+import hashlib, io, json, sqlite3, subprocess, sys, time
 from pathlib import Path
 import httpx, pytest
 from opsbook.bundle import EXIT
@@ -39,7 +39,8 @@ def test_kept_labelled_harvested(store, small_bundle, test_items, tmp_path):
     items = test_items.groupby('label').head(4).sample(frac=1, random_state=0)       # 4 a class, shuffled
     labelled = items.groupby('label').head(3)                                          # 3 a class come back labelled
     data = {p: Path(p).read_bytes() for p in items.path}
-    srv = Server(small_bundle, tmp_path/'log.db', '--store-inputs', url, '--workers', '2')
+    workers = '2' if url.startswith('s3://') else '1'                                # a bucket shared by workers
+    srv = Server(small_bundle, tmp_path/'log.db', '--store-inputs', url, '--workers', workers)
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             answers = {p: c.post('/predict', files={'file': ('d.png', data[p], 'image/png')}).json() for p in items.path}
@@ -65,3 +66,22 @@ def test_kept_labelled_harvested(store, small_bundle, test_items, tmp_path):
     assert sorted(zip(scan.items.rel, scan.items.label)) == sorted((f'{l}/{shas[p]}.png', l) for p, l in zip(labelled.path, labelled.label))
     again = harvest(tmp_path, '--log', tmp_path/'log.db', '--inputs', url, '--out', out, '--min-per-class', 4)
     assert again.returncode == EXIT['too_few'] and json.loads(again.stdout)['added'] == 0   # idempotent; 3 a class < 4
+
+def test_bounded_in_a_bucket(s3, tmp_path):
+    "A store in a bucket keeps the newest images within its limit, the oldest deleted, as a folder does."
+    from s3fs import S3FileSystem
+    from PIL import Image
+    from opsbook.inputs import InputStore, input_key, kept_inputs
+    S3FileSystem.clear_instance_cache()
+    imgs = []
+    for i in range(12):
+        b = io.BytesIO(); Image.new('L', (8, 8), i).save(b, 'PNG'); imgs.append(b.getvalue())
+    store = InputStore('s3://my-bucket/bounded', max_files=5)
+    for i, x in enumerate(imgs):
+        store.add(x)
+        assert until(lambda: store.stored == i + 1, 10)
+    store.close()
+    kept = kept_inputs(store.st)
+    assert 4 <= len(kept) <= 5 and store.pruned == 12 - len(kept) and store.dropped == 0
+    assert input_key(imgs[-1]) in kept and input_key(imgs[0]) not in kept
+    assert all(abs(t - time.time()) < 300 for _, t in kept.values())                  # S3's LastModified read as a time
