@@ -119,7 +119,7 @@ class InputStore:
         total, count, over = sum(kept[k][0] for _, k in young), len(young), []
         if total > self.max_bytes or count > self.max_files:
             for _, k in young:
-                if total <= LOW * self.max_bytes and count <= LOW * self.max_files: break
+                if total <= LOW * self.max_bytes and count <= max(1, LOW * self.max_files): break   # keep the newest
                 over.append(k); total, count = total - kept[k][0], count - 1
         if gone := old + over: self.st.fs.rm([self.st.path(k) for k in gone])
         for k in gone: del kept[k]
