@@ -100,6 +100,8 @@ class InputStore:
         try:
             if self.kept is None: self._prune()
             if (key := input_key(data, sha)) not in self.kept:
+                if len(data) > self.max_bytes: raise ValueError(f"an image of {len(data):,} bytes is over the store's limit")
+                if self.bytes + len(data) > self.max_bytes or len(self.kept) + 1 > self.max_files: self._prune(len(data))
                 self.st.write(key, data)
                 self.kept[key], self.bytes, self.stored = (len(data), time.time()), self.bytes + len(data), self.stored + 1
                 if self.on_store: self.on_store()
@@ -109,17 +111,17 @@ class InputStore:
         finally:
             with self.lock: self.queued -= len(data)
 
-    def _prune(self):
+    def _prune(self, room:int=0): # bytes of an image about to be written, that must fit
         "List the store; delete the inputs past `max_days`, and the oldest while over a limit, down to `LOW` of it."
         self.next_prune = time.monotonic() + self.prune_s
         kept, now, mine = kept_inputs(self.st), time.time(), self.kept or {}
         kept = {k: (n, max(t, mine.get(k, (0, t))[1])) for k, (n, t) in kept.items()}   # a bucket's times are in seconds
         old = [k for k, (_, t) in kept.items() if now - t > self.max_age_s]
         young = sorted((t, k) for k, (_, t) in kept.items() if now - t <= self.max_age_s)
-        total, count, over = sum(kept[k][0] for _, k in young), len(young), []
-        if total > self.max_bytes or count > self.max_files:
+        total, count, new, over = sum(kept[k][0] for _, k in young), len(young), int(room > 0), []
+        if total + room > self.max_bytes or count + new > self.max_files:
             for _, k in young:
-                if total <= LOW * self.max_bytes and count <= max(1, LOW * self.max_files): break   # keep the newest
+                if total + room <= LOW * self.max_bytes and count + new <= max(1, LOW * self.max_files): break
                 over.append(k); total, count = total - kept[k][0], count - 1
         if gone := old + over: self.st.fs.rm([self.st.path(k) for k in gone])
         for k in gone: del kept[k]
@@ -135,8 +137,7 @@ class InputStore:
                 with self.lock: self.queued -= len(item[1])
                 self._drop(); continue
             if item: self._keep(*item)
-            if self.kept is not None and (time.monotonic() >= self.next_prune or self.bytes > self.max_bytes
-                                          or len(self.kept) > self.max_files):
+            if self.kept is not None and time.monotonic() >= self.next_prune:
                 try: self._prune()
                 except Exception as e: self._failed(e)       # nothing lost: the next look tries again
 
