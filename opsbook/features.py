@@ -138,7 +138,7 @@ def project(emb:np.ndarray, projection:dict) -> np.ndarray:
 
 # %% ../nbs/00_features.ipynb #357df4e0
 LOG_COLUMNS = dict(ts='real', request_id='text', model='text', version='text', **PREDICTION_FEATURES, topk='text',
-                   latency_ms='real', **PIXEL_STATS, embedding='blob', image='blob')
+                   latency_ms='real', **PIXEL_STATS, embedding='blob', image='blob', input_sha256='text')
 _FEATURES = {**PIXEL_STATS, **PREDICTION_FEATURES}
 DRIFT_NUMERIC = [k for k, t in _FEATURES.items() if t != 'text']
 DRIFT_CATEGORICAL = [k for k, t in _FEATURES.items() if t == 'text']
@@ -146,10 +146,11 @@ DRIFT_GROUPS = dict(brightness=['brightness_mean', 'brightness_std', 'contrast']
                     mode=['mode'], prediction=['pred'], certainty=['confidence', 'entropy'])
 
 def log_row(request_id:str, model:str, version:str, pred:dict, stats:dict, emb:np.ndarray, topk:list[dict],
-            latency_ms:float, image:bytes|None=None) -> dict:
+            latency_ms:float, image:bytes|None=None, input_sha256:str|None=None) -> dict:
     "One request-log row with the `LOG_COLUMNS` of a prediction (`pred`) of an image (`stats`)."
     return dict(ts=time.time(), request_id=request_id, model=model, version=version, **pred, topk=json.dumps(topk),
-                latency_ms=latency_ms, **stats, embedding=np.asarray(emb, np.float32).tobytes(), image=image)
+                latency_ms=latency_ms, **stats, embedding=np.asarray(emb, np.float32).tobytes(), image=image,
+                input_sha256=input_sha256)
 
 def log_embeddings(blobs:list[bytes], dim:int) -> np.ndarray:
     "The embeddings stored in a log's `embedding` column, as an N×`dim` array."

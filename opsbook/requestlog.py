@@ -13,7 +13,7 @@ from pathlib import Path
 from .features import LOG_COLUMNS
 
 # %% auto #0
-__all__ = ['FEEDBACK_SCHEMA', 'transient', 'RequestLog', 'window_sql', 'find_prediction', 'record_feedback']
+__all__ = ['ADDED', 'FEEDBACK_SCHEMA', 'transient', 'upgrade', 'RequestLog', 'window_sql', 'find_prediction', 'record_feedback']
 
 # %% ../nbs/08_requestlog.ipynb #2d8e5f31
 def transient(e:Exception) -> bool:
@@ -22,6 +22,20 @@ def transient(e:Exception) -> bool:
     code = getattr(e, 'sqlite_errorcode', None)
     if code is not None: return code & 0xff in (5, 6)            # SQLITE_BUSY, SQLITE_LOCKED (extended codes too)
     return any(w in str(e) for w in ('database is locked', 'database table is locked', 'database is busy'))
+
+# %% ../nbs/08_requestlog.ipynb #f41b9031
+ADDED = ('input_sha256',)   # columns added to LOG_COLUMNS since the first log schema, nullable, at its end
+
+def upgrade(db:sqlite3.Connection, table:str, have:list[str]) -> list[str]:
+    "The columns of `table` once those of `ADDED` it lacks at its end are added; other differences are left to refuse."
+    want = list(LOG_COLUMNS)
+    missing = want[len(have):]
+    if have != want[:len(have)] or not set(missing) <= set(ADDED): return have
+    for k in missing:
+        try: db.execute(f'alter table {table} add column {k} {LOG_COLUMNS[k]}')
+        except sqlite3.OperationalError as e:
+            if 'duplicate column' not in str(e): raise      # another worker added it first
+    return want
 
 # %% ../nbs/08_requestlog.ipynb #fad0cf9b
 class RequestLog:
@@ -62,7 +76,7 @@ class RequestLog:
             db.execute('pragma synchronous=normal')
             db.execute(f"create table if not exists {t} (id integer primary key, "
                        f"{', '.join(f'{k} {v}' for k, v in LOG_COLUMNS.items())})")
-            have = [r[1] for r in db.execute(f'pragma table_info({t})')][1:]
+            have = upgrade(db, t, [r[1] for r in db.execute(f'pragma table_info({t})')][1:])
             if have != list(LOG_COLUMNS):
                 raise ValueError(f"{self.path} holds a {t} table with other columns ({', '.join(have)}); "
                                  f"this opsbook writes {', '.join(LOG_COLUMNS)}: use a new log file")

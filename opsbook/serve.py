@@ -31,6 +31,7 @@ from .features import (FORMATS, ImageError, load_image, preprocess, pixel_stats,
 from .bundle import EXIT, Bundle, BundleError, Card, check_servable, leave, load_bundle
 from .batcher import MicroBatcher, Stopped, Throughput
 from .requestlog import RequestLog, find_prediction, record_feedback
+from .inputs import InputStore
 
 # %% auto #0
 __all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERSIONED', 'VERDICT', 'DRIFT_WINDOW',
@@ -87,6 +88,11 @@ class Settings(BaseSettings):
     grace_s: int = Field(30, ge=0, description="after SIGTERM, how long requests in flight may finish")
     log_db: str = Field('requests.db', description="SQLite request log")
     store_images: bool = Field(False, description="keep the uploaded bytes in the request log")
+    store_inputs: str | None = Field(None, description="keep each uploaded image, named by its sha256, in this folder or "
+                                                       "bucket URL, for opsbook-harvest (personal data: see the inputs chapter)")
+    inputs_max_mb: float = Field(10_000.0, ge=0, description="megabytes the input store keeps, the newest; 0: no limit")
+    inputs_max_files: int = Field(0, ge=0, description="images the input store keeps, the newest; 0: no limit")
+    inputs_max_days: float = Field(30.0, ge=0, description="days the input store keeps an image; 0: no limit")
     allow_unapproved: bool = Field(False, description="serve a bundle that its quality gate did not approve")
     log_max_rows: int = Field(2_000_000, ge=0, description="rows the request log keeps, the newest; 0: no limit")
     log_max_days: float = Field(30.0, ge=0, description="days the request log keeps a row; 0: no limit")
@@ -209,6 +215,9 @@ def create_metrics() -> tuple[CollectorRegistry, dict]:
                            'retried, other errors drop the rows)', registry=reg),
         log_dropped=Counter('opsbook_requestlog_dropped', 'Answered predictions the request log did not record '
                             '(its database failed, or its queue was full)', registry=reg),
+        inputs_stored=Counter('opsbook_inputs_stored', 'Uploaded images written to the input store', registry=reg),
+        inputs_dropped=Counter('opsbook_inputs_dropped', 'Uploaded images the input store did not keep (its queue was '
+                               'full, or a write failed)', registry=reg),
         drift_share=Gauge('opsbook_drift_share', 'Share of drifted feature groups at the latest drift check', **latest),
         drift=Gauge('opsbook_drift_detected', 'Latest drift verdict: 1 drift, 0 none, -1 too few rows', **latest),
         accuracy=Gauge('opsbook_live_accuracy', 'Accuracy over fed-back labels at the latest performance check', **latest),
@@ -279,7 +288,7 @@ class Service:
     def __init__(self, s:Settings):
         self.s = s
         self.reg, self.m = create_metrics()
-        self.bundle, self.batcher, self.log = None, None, None
+        self.bundle, self.batcher, self.log, self.inputs = None, None, None, None
         self.budget = PixelBudget(s.decode_mpx * 1e6, s.decode_wait_s)
         self.max_bytes = int(s.max_upload_mb * 2**20)
         self.drifting = False                    # a drift check is running in this worker
@@ -295,6 +304,9 @@ class Service:
         self.m['model'].labels(c.name, c.version, c.architecture).set(1)
         self.log = RequestLog(self.s.log_db, max_rows=self.s.log_max_rows, max_age_s=self.s.log_max_days * 86400,
                               on_error=lambda e: self.m['log_errors'].inc(), on_drop=self.m['log_dropped'].inc)
+        if self.s.store_inputs: self.inputs = InputStore(self.s.store_inputs, self.s.inputs_max_mb, self.s.inputs_max_files,
+                                                         self.s.inputs_max_days, on_store=self.m['inputs_stored'].inc,
+                                                         on_drop=self.m['inputs_dropped'].inc)
         self.bundle = bundle
         x = preprocess([Image.new('L', (8, 8))], bundle.spec)
         self._run(x)
@@ -311,6 +323,7 @@ class Service:
         yield
         await self.batcher.stop()
         self.log.close()
+        if self.inputs: self.inputs.close()
         gc.unfreeze()
 
     def not_ready(self) -> str|None:
@@ -345,7 +358,7 @@ class Service:
             data = u if isinstance(u, bytes) else await u()
             if len(data) > self.max_bytes: raise ImageError(413, f"an image of {len(data):,} bytes; the limit is "
                                                                  f"{self.max_bytes:,}")
-            prepared.append((*await self.prepare(data), data if self.s.store_images else None))
+            prepared.append((*await self.prepare(data), data))
         probs, emb = await self.batcher(np.concatenate([x for x, _, _ in prepared]), timeout=self.s.timeout_s)
         ms = (time.perf_counter() - t0) * 1000
         c, classes, answers = self.bundle.card, self.bundle.classes, []
@@ -354,7 +367,9 @@ class Service:
             top = [dict(label=classes[j], probability=float(p[j])) for j in np.argsort(-p)[:self.s.top_k]]
             a = dict(label=top[0]['label'], confidence=top[0]['probability'], top=top, model=c.name, version=c.version,
                      request_id=uuid.uuid4().hex)
-            row = log_row(a['request_id'], c.name, c.version, {k: v[i] for k, v in feats.items()}, stats, emb[i], top, ms, data)
+            sha = self.inputs.add(data) if self.inputs else None          # never fails, never waits: kept off the request path
+            row = log_row(a['request_id'], c.name, c.version, {k: v[i] for k, v in feats.items()}, stats, emb[i], top, ms,
+                          data if self.s.store_images else None, sha)
             self.log.add(row)                  # never fails: a row it cannot take is dropped and counted
             self.m['predictions'].labels(a['label']).inc()
             answers.append(a)

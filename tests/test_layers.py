@@ -3,7 +3,7 @@ import ast, importlib, subprocess, sys
 import pytest
 from conftest import ROOT
 
-LAYERS = ['features', 'data', 'learner', 'bundle', 'train', 'evaluate', 'optimize', 'registry', 'retrain', 'batcher', 'requestlog', 'monitor', 'serve']
+LAYERS = ['features', 'data', 'learner', 'bundle', 'train', 'evaluate', 'optimize', 'registry', 'retrain', 'batcher', 'requestlog', 'inputs', 'monitor', 'serve']
 
 def _targets(node:ast.AST) -> list[str]:
     "The absolute names an import in a module of the package `opsbook` may load: `from .x import y` is `opsbook.x`, `opsbook.x.y`."
