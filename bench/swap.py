@@ -8,7 +8,8 @@ turn into a registry folder served by `opsbook-serve --registry --workers 2 --th
 2. **steady**: an open-loop generator (asyncio + httpx, as in bench/overload.py) sends a request every
    1/(`--load` × capacity) seconds for `--steady-s` seconds, whatever the answers; no promotion;
 3. **swapping**: the same arrivals for `--seconds` seconds while `--promotions` promotions alternate between the
-   two bundles, evenly spaced; each waits until every worker's /model names the new version (the swap time);
+   two bundles, evenly spaced; a swap lasts from the promotion to the last answer given by an older version (read
+   from the answers' `X-Model-Version`: polling /model would add requests of its own);
 4. **bad bundles**: the same arrivals while three bundles that must be refused are put in the registry past
    promotion's checks (tests/test_swap.py makes them): a cut graph (load), a graph with a fixed batch of one
    (warm-up), a graph with an embedding twice as wide (output shape); each waits until both workers refused it;
@@ -16,8 +17,10 @@ turn into a registry folder served by `opsbook-serve --registry --workers 2 --th
    model large enough for ONNX Runtime's memory to show; `--allow-unapproved`), two swaps to settle, then each
    worker's resident memory (VmRSS), then `--swaps` more swaps with a few predictions each, then VmRSS again;
 6. **arena**: in a fresh process each (no torch), `--swaps` ONNX Runtime sessions on that ResNet-18 created, run
-   on a batch of eight and released, with the CPU memory arena on (ONNX Runtime's default, what the service uses)
-   and off: VmRSS after the first and the last.
+   on a batch of eight and released once the next exists (two alive at once, as in a swap), with the CPU memory
+   arena on (ONNX Runtime's default, what the service uses) and off, each with glibc's `malloc_trim` after each
+   release (what a worker does after a swap, `opsbook.serve.trim_heap`) and without: VmRSS after the first and the
+   last.
 
 The open loop is used rather than wrk because it records each answer's `X-Model-Version` and `request_id` (to
 check them against the request log) and, sending on schedule whatever the answers, does not hide latency the
@@ -39,24 +42,27 @@ import httpx, numpy as np
 bench = Path(__file__).resolve().parent
 P99_X, RSS_MB = 1.5, 50
 
-def arena_cycles(model:str, on:bool, n:int) -> dict:
-    "VmRSS (MB) after the first and the last of `n` ONNX Runtime sessions on `model`, each run on 8 images and released."
-    import gc, onnxruntime as ort
+def arena_cycles(model:str, on:bool, trim:bool, n:int) -> dict:
+    "VmRSS (MB) after the first and the last of `n` ONNX Runtime sessions on `model`, each run on 8 images, then released
+    once the next is made (two alive at once, as in a swap), with the CPU arena `on` or off, and glibc's malloc_trim if `trim`."
+    import ctypes, gc, onnxruntime as ort
     rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024
-    x, out = None, []
+    x, keep, out = None, None, []
     for _ in range(n):
         so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.enable_cpu_mem_arena = on
         s = ort.InferenceSession(model, so, providers=['CPUExecutionProvider'])
         i = s.get_inputs()[0]
         x = np.random.default_rng(0).random((8, *i.shape[1:]), dtype=np.float32) if x is None else x
         s.run(None, {i.name: x}); s.run(None, {i.name: x[:1]})
-        del s; gc.collect()
+        keep, old = s, keep
+        del old, s; gc.collect()
+        if trim: ctypes.CDLL(None).malloc_trim(0)
         out.append(rss())
-    return dict(arena=on, sessions=n, first_mb=round(out[0]), last_mb=round(out[-1]), growth_mb=round(out[-1] - out[0]),
+    return dict(arena=on, trim=trim, sessions=n, first_mb=round(out[0]), last_mb=round(out[-1]), growth_mb=round(out[-1] - out[0]),
                 peak_mb=round(max(out)))
 
 if __name__ == '__main__' and sys.argv[1:2] == ['--arena-cycles']:           # the arena phase's child process
-    print(json.dumps(arena_cycles(sys.argv[2], sys.argv[3] == 'on', int(sys.argv[4])))); sys.exit(0)
+    print(json.dumps(arena_cycles(sys.argv[2], sys.argv[3] == 'on', sys.argv[4] == 'trim', int(sys.argv[5])))); sys.exit(0)
 
 sys.path.insert(0, str(bench.parent/'tests'))
 from serve import commit, free_port, resnet_bundle, stop
@@ -91,7 +97,7 @@ def wait(cond, what:str, timeout:float=60) -> float:
     t = time.perf_counter()
     while not cond():
         if time.perf_counter() - t > timeout: raise RuntimeError(f'{what}: not within {timeout} s')
-        time.sleep(0.1)
+        time.sleep(0.25)
     return time.perf_counter() - t
 
 async def post(c:httpx.AsyncClient, url:str, data:bytes) -> dict:
@@ -124,8 +130,8 @@ def summary(answers:list, lag:list) -> dict:
                 p50_ms=pct([s * 1000 for s in ok], 50), p99_ms=pct([s * 1000 for s in ok], 99), max_ms=pct([s * 1000 for s in ok], 100),
                 generator_lag_p99_ms=pct([l * 1000 for l in lag], 99))
 
-def promotions(reg:Path, bundles:list, n:int, every:float, url:str, workers:int, **kw) -> list[dict]:
-    "`n` promotions alternating between `bundles`, one every `every` s; each: when it was sent and how long until every worker switched."
+def promotions(reg:Path, bundles:list, n:int, every:float, url:str, workers:int, wait_all:bool=True, **kw) -> list[dict]:
+    "`n` promotions alternating between `bundles`, one every `every` s; each: its version, when it was made, and, with `wait_all`, when every worker's /model named it."
     from opsbook.registry import promote
     out, t0 = [], time.perf_counter()
     for i in range(n):
@@ -134,9 +140,17 @@ def promotions(reg:Path, bundles:list, n:int, every:float, url:str, workers:int,
         v = json.loads((Path(b)/'bundle.json').read_text())['version']
         t = time.perf_counter()
         promote(reg, b, reason=f'bench/swap.py {i + 1}', **kw)
-        took = wait(lambda: {s['version'] for s in states(url, workers).values()} == {v}, f'every worker on {v}')
-        out.append(dict(version=v, at=t, swap_s=round(time.perf_counter() - t, 3), wait_s=round(took, 3)))
+        if wait_all: wait(lambda: {s['version'] for s in states(url, workers).values()} == {v}, f'every worker on {v}')
+        out.append(dict(version=v, at=t, swap_s=round(time.perf_counter() - t, 3) if wait_all else None))
     return out
+
+def swap_windows(proms:list, answers:list) -> list[dict]:
+    "Each promotion's window, from when it was made to the send of the last answer by an older version (no extra requests)."
+    ends = [p['at'] for p in proms[1:]] + [float('inf')]
+    for p, end in zip(proms, ends):
+        old = [x['sent'] + x['s'] for x in answers if p['at'] <= x['sent'] < end and x['status'] == 200 and x['version'] != p['version']]
+        p['swap_s'] = round(max(old, default=p['at']) - p['at'], 3)
+    return proms
 
 def refusals(reg:Path, good:Path, url:str, workers:int) -> dict:
     "Put each bad bundle in the registry in turn; each worker's refusal reason for it, and the version it went on serving."
@@ -155,8 +169,10 @@ def load_phases(a, work:Path, data:bytes) -> dict:
     from opsbook.train import train_bundle
     from opsbook.evaluate import gate, check_approved
     from opsbook.registry import promote
-    one = train_bundle(work/'one', name='digits-swap')
-    check_approved(gate(one), one)
+    if a.bundle: one = shutil.copytree(a.bundle, work/'one')
+    else:
+        one = train_bundle(work/'one', name='digits-swap')
+        check_approved(gate(one), one)
     two = version(one, work/'two', 'swap-2')
     reg, port = work/'reg', free_port()
     promote(reg, one, reason='bench/swap.py: first')
@@ -169,8 +185,11 @@ def load_phases(a, work:Path, data:bytes) -> dict:
         steady = summary(ans, lag)
         every = a.seconds / (a.promotions + 1)
         swap_ans, lag, proms = asyncio.run(open_loop(f'{url}/predict', data, rate, a.seconds,
-                                                     lambda: promotions(reg, [one, two], a.promotions, every, url, a.workers)))
+                                                     lambda: promotions(reg, [one, two], a.promotions, every, url, a.workers, False)))
         swapping = summary(swap_ans, lag)
+        proms = swap_windows(proms, swap_ans)
+        v = proms[-1]['version']
+        wait(lambda: {s['version'] for s in states(url, a.workers).values()} == {v}, f'every worker on {v}')
         under = [x for x in swap_ans if any(p['at'] <= x['sent'] <= p['at'] + p['swap_s'] for p in proms)]
         swapping['while_swapping'] = summary(under, [0])
         bad_ans, lag, refused = asyncio.run(open_loop(f'{url}/predict', data, rate, a.bad_s, lambda: refusals(reg, one, url, a.workers)))
@@ -212,8 +231,8 @@ def memory_phase(a, work:Path, digits) -> dict:
         t = time.perf_counter(); swaps(a.swaps); took = time.perf_counter() - t
         after = rss()
     finally: stop(srv)
-    arena = [json.loads(subprocess.run([sys.executable, __file__, '--arena-cycles', str(r1/'model.onnx'), on, str(a.swaps)],
-                                       capture_output=True, text=True, check=True).stdout) for on in ('on', 'off')]
+    arena = [json.loads(subprocess.run([sys.executable, __file__, '--arena-cycles', str(r1/'model.onnx'), on, trim, str(a.swaps)],
+                                       capture_output=True, text=True, check=True).stdout) for on in ('on', 'off') for trim in ('trim', 'no')]
     return dict(model='resnet18-224-untrained', swaps=a.swaps, seconds=round(took, 1), rss_before_mb=list(before.values()),
                 rss_after_mb=[after.get(p) for p in before], growth_mb=[round(after.get(p, 0) - before[p], 1) for p in before], arena=arena)
 
@@ -237,11 +256,12 @@ def show(r:dict):
         f = lambda v: f'{v:7.1f}' if v is not None else '      -'
         print(f"{k:16} {p['sent']:5d} {json.dumps(p['statuses']):22} {p['socket_errors']:8d} {f(p['p50_ms'])} {f(p['p99_ms'])} {f(p['max_ms'])} {f(p['generator_lag_p99_ms'])}")
     s, m = r['swapping'], r['memory']
-    print(f"{s['promotions']} promotions; every worker switched within {s['swap_s']['p50']} s (median), {s['swap_s']['max']} s (max); "
+    print(f"{s['promotions']} promotions; the last answer by an older version came {s['swap_s']['p50']} s after the promotion (median), {s['swap_s']['max']} s (max); "
           f"versions answered {s['versions']}; log agrees: {s['log_agrees']} ({s['log_missing']} answered ids not logged)")
     print(f"bad bundles: {r['bad']['refused']}; opsbook_swap_failures_total {r['bad']['swap_failures_total']}")
     print(f"memory, {m['model']}, {m['swaps']} swaps in {m['seconds']} s: VmRSS {m['rss_before_mb']} -> {m['rss_after_mb']} MB, growth {m['growth_mb']} MB")
-    for x in m['arena']: print(f"  {x['sessions']} sessions, arena {'on ' if x['arena'] else 'off'}: VmRSS {x['first_mb']} -> {x['last_mb']} MB (peak {x['peak_mb']})")
+    for x in m['arena']: print(f"  {x['sessions']} sessions, arena {'on ' if x['arena'] else 'off'}, {'malloc_trim' if x['trim'] else 'no trim    '}: "
+                               f"VmRSS {x['first_mb']} -> {x['last_mb']} MB (growth {x['growth_mb']}, peak {x['peak_mb']})")
     for t in r['targets']: print(f"target: {t['target']:48} {str(t['value']):>8} vs {str(t['threshold']):<6} {'met' if t['met'] else 'NOT met'}")
 
 if __name__ == '__main__':
@@ -255,6 +275,7 @@ if __name__ == '__main__':
     ap.add_argument('--swaps', type=int, default=50, help='swaps of the memory phase')
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--poll-s', type=float, default=0.5)
+    ap.add_argument('--bundle', help='an approved digits bundle to use instead of training one')
     ap.add_argument('--out', default=str(bench/'swap.json'))
     a = ap.parse_args()
     from PIL import Image

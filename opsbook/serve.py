@@ -6,7 +6,7 @@ Docs: https://opsbook.github.io/opsbook/serve.html.md"""
 
 # %% ../nbs/10_serve.ipynb #7385cf56
 from __future__ import annotations
-import asyncio, gc, io, ipaddress, math, os, secrets, sys, tempfile, time, uuid, warnings
+import asyncio, ctypes, gc, io, ipaddress, math, os, secrets, sys, tempfile, time, uuid, warnings
 from collections import Counter as Tally
 from datetime import datetime, timezone
 from contextlib import asynccontextmanager, contextmanager
@@ -43,7 +43,7 @@ __all__ = ['INLINE_PIXELS', 'SWAP_REASONS', 'RETRY', 'public', 'predicting', 'ad
            'responses', 'add_error_handlers', 'service', 'require_key', 'Admitted', 'healthz', 'readyz', 'page',
            'versioned', 'predict', 'predict_batch', 'model', 'metrics', 'drift', 'Feedback', 'FeedbackAnswer',
            'Figures', 'Performance', 'logged', 'feedback', 'performance', 'state_limits', 'create_app',
-           'available_cpus', 'app_from_env', 'serve', 'SwapError', 'step', 'check_outputs', 'Follower']
+           'available_cpus', 'app_from_env', 'serve', 'SwapError', 'step', 'trim_heap', 'check_outputs', 'Follower']
 
 # %% ../nbs/10_serve.ipynb #b8d4f2a1
 def is_loopback(host:str) -> bool:
@@ -737,6 +737,11 @@ def step(reason:str):
     try: yield
     except Exception as e: raise SwapError(reason, str(e) or type(e).__name__) from e
 
+def trim_heap():
+    "Return the C heap's free memory to the system (glibc's `malloc_trim`; nothing where there is none)."
+    try: ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError): pass
+
 def check_outputs(b:Bundle, shapes:list[tuple], # the output shapes of the bundle serving, batch axis left out
                   outs:tuple): # `b`'s probabilities and embeddings of a batch
     "Raise `BundleError` unless `b` answers one score per class and an embedding as wide as the served bundle's."
@@ -796,6 +801,7 @@ class Follower:
             await batcher.stop()
             del self.svc.users[b]
             b.session = None
+            await run_in_threadpool(trim_heap)
 
     def refuse(self, p:dict, e:SwapError):
         "Record that the bundle `p` names was not switched to, and why."
