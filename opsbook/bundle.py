@@ -142,9 +142,10 @@ PROBE = 'probe.safetensors'
 
 def write_probe(sess:ort.InferenceSession, spec:InputSpec, imgs:list, path:Path, n:int=8) -> Path:
     "Store the first `n` of `imgs` preprocessed, with the probabilities and embeddings `sess` gives them, at `path`."
-    x = preprocess(_images(imgs[:n]), spec)
+    x = preprocess(_images(imgs[:n]), spec)     # a strided view for colour images: stored contiguous below, as
+                                                # safetensors writes an array's memory as it lies
     logits, emb = sess.run(['logits', 'embedding'], {'image': x})
-    save_arrays(dict(image=x, probs=softmax(logits).astype(np.float32), embedding=emb), str(path))
+    save_arrays(dict(image=np.ascontiguousarray(x), probs=softmax(logits).astype(np.float32), embedding=emb), str(path))
     return Path(path)
 
 def probe_parity(sess:ort.InferenceSession, path:Path) -> float:

@@ -196,7 +196,7 @@ def add_bundle(st:Store, b:Bundle) -> tuple[str, str]:
 
 # %% ../nbs/12_registry.ipynb #0c1ebbd5
 def _event(st:Store, action:str, which:str, old:dict|None, bid:str, card_sha:str, card:Card, reason:str,
-           parity:float|None) -> dict:
+           parity:float|None, allowed:bool=False) -> dict:
     "Record the move of the pointer `which` from `old` to `bid` in the history, then move it."
     serial = len(_events(st)) + 1
     ev = dict(serial=serial, time=_now(), action=action, pointer=which, **{'from': old and old['bundle']}, to=bid,
@@ -204,7 +204,7 @@ def _event(st:Store, action:str, which:str, old:dict|None, bid:str, card_sha:str
               approved=card.approved, gate=card.evaluation.get('gate', {}), metrics=card.metrics, parity=parity)
     st.append('history.jsonl', json.dumps(ev))
     st.write(f'{which}.json', json.dumps(dict(bundle=bid, name=card.name, version=card.version, card_sha256=card_sha,
-                                              serial=serial, time=ev['time'])).encode())
+                                              serial=serial, time=ev['time'], allow_new_classes=allowed)).encode())
     return ev
 
 def _events(st:Store) -> list[dict]:
@@ -239,7 +239,8 @@ def promote(registry:str|Path, # a registry folder or bucket URL; created by the
         check_compatible(b.card, _served(st), allow_new_classes)
         old = st.read_json(f'{which}.json')
         if old and old['bundle'] == bid: return None                 # already there: nothing moves, nothing recorded
-        ev = _event(st, 'promote' if which == 'current' else 'candidate', which, old, bid, card_sha, b.card, reason, parity)
+        ev = _event(st, 'promote' if which == 'current' else 'candidate', which, old, bid, card_sha, b.card, reason, parity,
+                    allow_new_classes)
         if which == 'current' and (st.read_json('candidate.json') or {}).get('bundle') == bid: st.remove('candidate.json')
     return ev
 
@@ -264,7 +265,8 @@ def rollback(registry:str|Path, reason:str='', allow_new_classes:bool=False, tol
         b = load_bundle(fetch_bundle(st, s[-2], prev['card_sha256']))
         parity = check_parity(b, tol)
         check_compatible(b.card, _served(st), allow_new_classes)
-        return _event(st, 'rollback', 'current', cur, s[-2], prev['card_sha256'], b.card, reason, parity)
+        return _event(st, 'rollback', 'current', cur, s[-2], prev['card_sha256'], b.card, reason, parity,
+                      allow_new_classes)
 
 _rollback = rollback   # the command's --rollback flag shadows the name
 

@@ -6,7 +6,9 @@ Docs: https://opsbook.github.io/opsbook/serve.html.md"""
 
 # %% ../nbs/10_serve.ipynb #7385cf56
 from __future__ import annotations
-import asyncio, gc, io, ipaddress, math, os, secrets, sys, tempfile, time, uuid, warnings
+import asyncio, ctypes, gc, io, ipaddress, math, os, secrets, sys, tempfile, time, uuid, warnings
+from collections import Counter as Tally
+from datetime import datetime, timezone
 from contextlib import asynccontextmanager, contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -32,15 +34,17 @@ from .bundle import EXIT, Bundle, BundleError, Card, check_servable, leave, load
 from .batcher import MicroBatcher, Stopped, Throughput
 from .requestlog import RequestLog, find_prediction, record_feedback
 from .inputs import InputStore
+from .registry import Store, check_compatible, check_parity, current, fetch_bundle
 
 # %% auto #0
-__all__ = ['INLINE_PIXELS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERSIONED', 'VERDICT', 'DRIFT_WINDOW',
-           'labelling', 'UNKNOWN', 'PAGE', 'RESOLVED', 'is_loopback', 'read_key', 'Settings', 'header_pixels', 'Busy',
-           'PixelBudget', 'Admission', 'create_metrics', 'exposition', 'BodyLimit', 'Measure', 'Service', 'Health',
-           'Ready', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error', 'responses', 'add_error_handlers', 'service',
-           'require_key', 'Admitted', 'healthz', 'readyz', 'page', 'versioned', 'predict', 'predict_batch', 'model',
-           'metrics', 'drift', 'Feedback', 'FeedbackAnswer', 'Figures', 'Performance', 'logged', 'feedback',
-           'performance', 'state_limits', 'create_app', 'available_cpus', 'app_from_env', 'serve']
+__all__ = ['INLINE_PIXELS', 'SWAP_REASONS', 'RETRY', 'public', 'predicting', 'admin', 'BYTES', 'VERSIONED', 'VERDICT',
+           'DRIFT_WINDOW', 'labelling', 'UNKNOWN', 'PAGE', 'RESOLVED', 'is_loopback', 'read_key', 'Settings',
+           'header_pixels', 'Busy', 'PixelBudget', 'Admission', 'create_metrics', 'exposition', 'BodyLimit', 'Measure',
+           'Service', 'Health', 'Ready', 'SwapFailure', 'ModelState', 'ClassProb', 'Prediction', 'BatchAnswer', 'Error',
+           'responses', 'add_error_handlers', 'service', 'require_key', 'Admitted', 'healthz', 'readyz', 'page',
+           'versioned', 'predict', 'predict_batch', 'model', 'metrics', 'drift', 'Feedback', 'FeedbackAnswer',
+           'Figures', 'Performance', 'logged', 'feedback', 'performance', 'state_limits', 'create_app',
+           'available_cpus', 'app_from_env', 'serve', 'SwapError', 'step', 'trim_heap', 'check_outputs', 'Follower']
 
 # %% ../nbs/10_serve.ipynb #b8d4f2a1
 def is_loopback(host:str) -> bool:
@@ -64,7 +68,9 @@ class Settings(BaseSettings):
     "How the service runs: each field is also an `OPSBOOK_<NAME>` environment variable and an `opsbook-serve` option."
     model_config = SettingsConfigDict(env_prefix='OPSBOOK_', extra='ignore', cli_prog_name='opsbook-serve',
                                       cli_kebab_case=True, cli_implicit_flags=True)
-    bundle: str = Field(description="the model bundle folder (runs/<run>/bundle)")
+    bundle: str | None = Field(None, description="the model bundle folder (runs/<run>/bundle); or registry")
+    registry: str | None = Field(None, description="a registry folder or bucket URL: serve its current bundle, and follow its\n                                                   pointer without a restart")
+    poll_s: float = Field(2.0, gt=0, description="with a registry: seconds between two reads of its pointer")
     host: str = Field('127.0.0.1', description="address to listen on; 0.0.0.0 in a container")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     workers: int = Field(1, ge=0, description="worker processes; 0: one per CPU of the quota (available_cpus)")
@@ -104,6 +110,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode='after')
     def _consistent(self):
+        if (self.bundle is None) == (self.registry is None): raise ValueError(
+            f"{'both a bundle and a registry' if self.bundle else 'no bundle and no registry'}: give --bundle (a bundle "
+            "folder, OPSBOOK_BUNDLE) to serve one model, or --registry (OPSBOOK_REGISTRY) to serve and follow a registry's "
+            "current bundle")
         if self.api_key_file:
             if self.api_key is not None: raise ValueError("set api_key or api_key_file, not both")
             self.api_key = read_key(self.api_key_file)
@@ -200,6 +210,8 @@ class Admission:
         finally: self.rows, self.bytes = self.rows - mine[0], self.bytes - mine[1]
 
 # %% ../nbs/10_serve.ipynb #ea350a66
+SWAP_REASONS = ('load', 'warm', 'incompatible', 'verify')
+
 def create_metrics() -> tuple[CollectorRegistry, dict]:
     "A registry with the service's request, latency, batch, prediction, log and model metrics."
     reg = CollectorRegistry()
@@ -223,7 +235,13 @@ def create_metrics() -> tuple[CollectorRegistry, dict]:
         accuracy=Gauge('opsbook_live_accuracy', 'Accuracy over fed-back labels at the latest performance check', **latest),
         estimated_accuracy=Gauge('opsbook_estimated_accuracy', 'Label-free accuracy estimate at the latest check', **latest),
         model=Gauge('opsbook_model_info', 'The model being served', ['name', 'version', 'architecture'], registry=reg,
-                    multiprocess_mode='max'))
+                    multiprocess_mode='max'),
+        served=Gauge('opsbook_model_served', 'The version each worker serves: 1 (0 once it switched away)', ['version'],
+                     registry=reg, multiprocess_mode='liveall'),
+        swaps=Counter('opsbook_swaps', 'Switches to the bundle a registry newly points at', registry=reg),
+        swap_failures=Counter('opsbook_swap_failures', 'Bundles a registry pointed at that a worker refused to switch to, '
+                              'by reason: load, warm, incompatible, verify', ['reason'], registry=reg))
+    for r in SWAP_REASONS: m['swap_failures'].labels(r)            # every reason at 0 from the start: increase() sees the first
     for k in ('accuracy', 'estimated_accuracy'): m[k].set(float('nan'))   # unknown until measured: no alert at start
     return reg, m
 
@@ -288,7 +306,8 @@ class Service:
     def __init__(self, s:Settings):
         self.s = s
         self.reg, self.m = create_metrics()
-        self.bundle, self.batcher, self.log, self.inputs = None, None, None, None
+        self.bundle, self.batcher, self.log, self.inputs, self.follower = None, None, None, None, None
+        self.users = Tally()                     # requests in flight per bundle: a retired one waits for its own
         self.budget = PixelBudget(s.decode_mpx * 1e6, s.decode_wait_s)
         self.max_bytes = int(s.max_upload_mb * 2**20)
         self.drifting = False                    # a drift check is running in this worker
@@ -299,9 +318,11 @@ class Service:
                                    lambda why: self.m['refused'].labels(why).inc()) if s.admission else None
 
     def _load(self):
-        bundle = check_servable(load_bundle(self.s.bundle, threads=self.s.threads), self.s.allow_unapproved)
+        self.follower = Follower(self) if self.s.registry else None
+        path = self.follower.first() if self.follower else self.s.bundle
+        bundle = check_servable(load_bundle(path, threads=self.s.threads), self.s.allow_unapproved)
         c = bundle.card
-        self.m['model'].labels(c.name, c.version, c.architecture).set(1)
+        self.m['model'].labels(c.name, c.version, c.architecture).set(1); self.m['served'].labels(c.version).set(1)
         self.log = RequestLog(self.s.log_db, max_rows=self.s.log_max_rows, max_age_s=self.s.log_max_days * 86400,
                               on_error=lambda e: self.m['log_errors'].inc(), on_drop=self.m['log_dropped'].inc)
         if self.s.store_inputs: self.inputs = InputStore(self.s.store_inputs, self.s.inputs_max_mb, self.s.inputs_max_files,
@@ -309,7 +330,7 @@ class Service:
                                                          on_drop=self.m['inputs_dropped'].inc)
         self.bundle = bundle
         x = preprocess([Image.new('L', (8, 8))], bundle.spec)
-        self._run(x)
+        self.shapes = [o.shape[1:] for o in self._run(x)]     # what a bundle swapped in must answer
         x = np.repeat(x, min(8, self.s.max_batch), 0)                  # the throughput the admission starts from:
         self.speed.add(len(x), min(self._timed(x) for _ in range(3)))  # the best of three, as other processes may intrude
 
@@ -317,14 +338,26 @@ class Service:
     async def lifespan(self, app):
         "Load the bundle, open the log and start batching; on shutdown, stop batching and flush the log."
         await run_in_threadpool(self._load)
-        self.batcher = MicroBatcher(self._run, self.s.max_batch, self.s.max_wait_ms, self.m['batch'].observe, self.speed)
-        self.batcher.start()
+        self.batcher = self.batching(self.bundle)
+        if self.follower: self.follower.start()
         gc.collect(); gc.freeze()
         yield
+        if self.follower: await self.follower.stop()
         await self.batcher.stop()
         self.log.close()
         if self.inputs: self.inputs.close()
         gc.unfreeze()
+
+    def batching(self, b:Bundle) -> MicroBatcher:
+        "A started batcher running the bundle `b`: each bundle has its own, so a batch holds the model it started with."
+        batcher = MicroBatcher(lambda x: self._run(x, b), self.s.max_batch, self.s.max_wait_ms, self.m['batch'].observe,
+                               self.speed)
+        batcher.start()
+        return batcher
+
+    def state(self) -> dict:
+        "The served card, this worker's id, and, when following a registry, its swaps and refusals (a `ModelState`)."
+        return dict(self.bundle.card.model_dump(), worker=os.getpid(), **(self.follower.state() if self.follower else {}))
 
     def not_ready(self) -> str|None:
         "Why the service cannot answer predictions now, or None when it can."
@@ -334,34 +367,40 @@ class Service:
     def _timed(self, x:np.ndarray) -> float:
         t = time.perf_counter(); self._run(x); return time.perf_counter() - t
 
-    def _run(self, x:np.ndarray):
-        logits, emb = self.bundle.session.run(['logits', 'embedding'], {'image': x})
+    def _run(self, x:np.ndarray, b:Bundle|None=None):
+        logits, emb = (b or self.bundle).session.run(['logits', 'embedding'], {'image': x})
         return softmax(logits), emb
 
-    def _prepare(self, data:bytes) -> tuple[np.ndarray, dict]:
+    def _prepare(self, data:bytes, spec) -> tuple[np.ndarray, dict]:
         try: im = load_image(data, self.s.max_pixels)
         except ImageError: raise
         except Exception as e:  # Pillow's plugins raise OSError, ValueError, SyntaxError... on a malformed header
             raise ImageError(422, f"corrupt image ({e}); re-export or re-upload it") from None
-        return preprocess([im], self.bundle.spec), pixel_stats(im)
+        return preprocess([im], spec), pixel_stats(im)
 
-    async def prepare(self, data:bytes) -> tuple[np.ndarray, dict]:
+    async def prepare(self, data:bytes, spec) -> tuple[np.ndarray, dict]:
         "Decode and preprocess one upload: small ones inline, large ones in a thread within the pixel budget."
         n = header_pixels(data)
-        if n is None or n <= INLINE_PIXELS or n > self.s.max_pixels: return self._prepare(data)  # tiny, or refused
-        async with self.budget.take(n): return await run_in_threadpool(self._prepare, data)
+        if n is None or n <= INLINE_PIXELS or n > self.s.max_pixels: return self._prepare(data, spec)  # tiny, or refused
+        async with self.budget.take(n): return await run_in_threadpool(self._prepare, data, spec)
 
     async def predict(self, uploads:list) -> list[dict]:
         "Decode, batch, answer and log `uploads` (bytes, or async functions reading them, read one at a time)."
+        b, batcher = self.bundle, self.batcher         # this request's model to its end, whatever is swapped in meanwhile
+        self.users[b] += 1
+        try: return await self._predict(b, batcher, uploads)
+        finally: self.users[b] -= 1
+
+    async def _predict(self, b:Bundle, batcher:MicroBatcher, uploads:list) -> list[dict]:
         t0, prepared = time.perf_counter(), []
         for u in uploads:
             data = u if isinstance(u, bytes) else await u()
             if len(data) > self.max_bytes: raise ImageError(413, f"an image of {len(data):,} bytes; the limit is "
                                                                  f"{self.max_bytes:,}")
-            prepared.append((*await self.prepare(data), data))
-        probs, emb = await self.batcher(np.concatenate([x for x, _, _ in prepared]), timeout=self.s.timeout_s)
+            prepared.append((*await self.prepare(data, b.spec), data))
+        probs, emb = await batcher(np.concatenate([x for x, _, _ in prepared]), timeout=self.s.timeout_s)
         ms = (time.perf_counter() - t0) * 1000
-        c, classes, answers = self.bundle.card, self.bundle.classes, []
+        c, classes, answers = b.card, b.classes, []
         feats = prediction_features(probs, classes)
         for i, (p, (_, stats, data)) in enumerate(zip(probs, prepared)):
             top = [dict(label=classes[j], probability=float(p[j])) for j in np.argsort(-p)[:self.s.top_k]]
@@ -401,6 +440,22 @@ class Ready(BaseModel):
     logging: Literal['ok', 'degraded'] = Field(description="'degraded': predictions are answered, but the request log "
                                                            "is failing or dropping rows")
     logging_reason: str|None = Field(None, description="why logging is degraded")
+
+class SwapFailure(BaseModel):
+    "A bundle the registry pointed at that this worker refused to switch to."
+    bundle: str = Field(description="the registry's id of the bundle (<name>-<version>)")
+    reason: Literal['load', 'warm', 'incompatible', 'verify'] = Field(description="the step that failed")
+    detail: str = Field(description="what was wrong")
+    time: str = Field(description="when, UTC")
+
+class ModelState(Card):
+    "The card of the bundle this worker serves (`version` is the current one) and, with a registry, how it got there."
+    worker: int = Field(description="the worker process's id (each worker follows the registry by itself)")
+    registry: str | None = Field(None, description="the registry followed, or null when serving one bundle")
+    previous: str | None = Field(None, description="the version served before the latest switch")
+    swaps: int = Field(0, description="switches to a new bundle since the worker started")
+    loads: dict[str, int] = Field({}, description="times each bundle was loaded by this worker")
+    last_failure: SwapFailure | None = Field(None, description="the latest bundle refused, and why")
 
 class ClassProb(BaseModel):
     "A class and its probability."
@@ -522,8 +577,8 @@ async def predict_batch(request:Request, response:Response, files:list[UploadFil
     if svc.admission: request.state.admit(len(files) - 1, 0)                   # the route admitted one image
     return BatchAnswer(predictions=versioned(response, await svc.predict([f.read for f in files])))
 
-@admin.get('/model', response_model=Card, summary='The bundle card')
-def model(svc:Service=Depends(service)): return svc.bundle.card
+@admin.get('/model', response_model=ModelState, summary='The bundle card, and the versions a registry swapped in')
+def model(svc:Service=Depends(service)): return svc.state()
 
 @admin.get('/metrics', summary='Prometheus metrics', response_class=Response,
            responses={200: {'content': {'text/plain': {'schema': {'type': 'string'}}},
@@ -666,12 +721,14 @@ def serve(argv:list[str]|None=None):
     import uvicorn
     try: s = CliApp.run(Settings, cli_args=argv)
     except ValidationError as e: leave(EXIT['usage'], f"opsbook-serve: {e}")
-    try: check_servable(load_bundle(s.bundle), s.allow_unapproved)
-    except BundleError as e: leave(EXIT['bad_input'], f"opsbook-serve: {e}")
+    local = s.registry and '://' not in s.registry
+    try: check_servable(load_bundle(s.bundle or current(s.registry)), s.allow_unapproved)
+    except (ValueError, OSError) as e: leave(EXIT['bad_input'], f"opsbook-serve: {e}")  # BundleError, RegistryError, a bucket
     cpus = available_cpus()
     workers = s.workers or cpus
-    s = s.model_copy(update=dict(bundle=str(Path(s.bundle).resolve()), log_db=str(Path(s.log_db).resolve()),
-                                 workers=workers, threads=s.threads or max(1, cpus // workers), api_key_file=None))
+    s = s.model_copy(update=dict(bundle=s.bundle and str(Path(s.bundle).resolve()), log_db=str(Path(s.log_db).resolve()),
+                                 workers=workers, threads=s.threads or max(1, cpus // workers), api_key_file=None,
+                                 registry=str(Path(s.registry).expanduser().resolve()) if local else s.registry))
     key = 'needed for /model, /metrics and /monitoring/drift' + (' and predictions' if s.protect_predict else '')
     print(f"opsbook-serve: {s.workers} worker{'s' * (s.workers > 1)} with {s.threads} ONNX Runtime thread"
           f"{'s' * (s.threads > 1)} each, for {cpus} available CPU{'s' * (cpus > 1)}, on {s.host}:{s.port}; API key: "
@@ -681,3 +738,122 @@ def serve(argv:list[str]|None=None):
         if s.workers > 1: os.environ['PROMETHEUS_MULTIPROC_DIR'] = d
         uvicorn.run('opsbook.serve:app_from_env', factory=True, host=s.host, port=s.port, workers=s.workers,
                     log_level='warning', timeout_graceful_shutdown=s.grace_s)
+
+# %% ../nbs/10_serve.ipynb #1502ad64
+class SwapError(Exception):
+    "A bundle a worker will not switch to; `reason` names the step that failed: load, warm, incompatible or verify."
+    def __init__(self, reason:str, detail:str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+@contextmanager
+def step(reason:str):
+    "Raise any error of the block as a `SwapError` of the step `reason`."
+    try: yield
+    except Exception as e: raise SwapError(reason, str(e) or type(e).__name__) from e
+
+def trim_heap():
+    "Return the C heap's free memory to the system (glibc's `malloc_trim`; nothing where there is none)."
+    try: ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError): pass
+
+def check_outputs(b:Bundle, shapes:list[tuple], # the output shapes of the bundle serving, batch axis left out
+                  outs:tuple): # `b`'s probabilities and embeddings of a batch
+    "Raise `BundleError` unless `b` answers one score per class and an embedding as wide as the served bundle's."
+    probs, emb = outs
+    if probs.shape[1:] != (len(b.classes),): raise BundleError(
+        f"{b.card.name} {b.card.version} answers {probs.shape[1:]} scores for its {len(b.classes)} classes: its graph "
+        "is not the one its card describes; re-export it")
+    if emb.shape[1:] != shapes[1]: raise BundleError(
+        f"{b.card.name} {b.card.version} answers embeddings of shape {emb.shape[1:]}, the served bundle {shapes[1]}: "
+        "the request log and drift checks expect one width; serve it with --bundle on a new request log instead")
+
+# %% ../nbs/10_serve.ipynb #56d78e9e
+class Follower:
+    "Keep a worker on the bundle its registry's pointer names: poll, load, warm, check, switch; refuse what fails."
+    def __init__(self, svc:Service):
+        self.svc, self.st = svc, Store(svc.s.registry)
+        self.pointer = self.refused = self.failure = self.previous = self.task = self.unread = None
+        self.swaps, self.loads, self.retiring = 0, Tally(), set()
+
+    def first(self) -> Path:
+        "The verified local folder of the bundle the pointer names now, the one the worker starts with."
+        p = self.st.read_json('current.json')
+        if p is None: raise RegistryError(f"{self.st.url} has no current bundle: promote one first "
+                                          f"(opsbook-promote {self.st.url} BUNDLE)")
+        self.pointer = p; self.loads[p['bundle']] += 1
+        return fetch_bundle(self.st, p['bundle'], p['card_sha256'])
+
+    def load(self, p:dict) -> tuple[Bundle, list]:
+        "The bundle the pointer `p` names, loaded, warmed, checked against the served one and verified; its output shapes."
+        s, svc = self.svc.s, self.svc
+        self.loads[p['bundle']] += 1
+        with step('load'): b = check_servable(load_bundle(fetch_bundle(self.st, p['bundle'], p['card_sha256']), s.threads),
+                                              s.allow_unapproved)
+        with step('warm'): outs = svc._run(np.repeat(preprocess([Image.new('L', (8, 8))], b.spec), min(8, s.max_batch), 0), b)
+        with step('incompatible'):
+            check_compatible(b.card, svc.bundle.card, p.get('allow_new_classes', False))
+            check_outputs(b, svc.shapes, outs)
+        with step('verify'): check_parity(b)
+        return b, [o.shape[1:] for o in outs]
+
+    def switch(self, b:Bundle, shapes:list, p:dict):
+        "Serve `b` from now on (on the event loop, in one step); retire the bundle it replaces once its requests are answered."
+        svc, old, batcher = self.svc, self.svc.bundle, self.svc.batcher
+        svc.bundle, svc.batcher, svc.shapes = b, svc.batching(b), shapes
+        self.previous, self.pointer, self.swaps = old.card.version, p, self.swaps + 1
+        for c, on in [(old.card, 0), (b.card, 1)]:
+            svc.m['model'].labels(c.name, c.version, c.architecture).set(on); svc.m['served'].labels(c.version).set(on)
+        svc.m['swaps'].inc()
+        t = asyncio.create_task(self.retire(old, batcher))
+        self.retiring.add(t); t.add_done_callback(self.retiring.discard)
+
+    async def retire(self, b:Bundle, batcher:MicroBatcher):
+        "Once no request uses `b`, stop its batcher and release its ONNX Runtime session."
+        try:
+            while self.svc.users[b]: await asyncio.sleep(0.01)
+        finally:
+            await batcher.stop()
+            del self.svc.users[b]
+            b.session = None
+            await run_in_threadpool(trim_heap)
+
+    def refuse(self, p:dict, e:SwapError):
+        "Record that the bundle `p` names was not switched to, and why."
+        self.refused = p
+        self.failure = dict(bundle=p['bundle'], reason=e.reason, detail=e.detail,
+                            time=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+        self.svc.m['swap_failures'].labels(e.reason).inc()
+        print(f"opsbook-serve: worker {os.getpid()} refused {p['bundle']} of {self.st.url} ({e.reason}: {e.detail}); "
+              f"still serving {self.svc.bundle.card.version}", file=sys.stderr, flush=True)
+
+    async def poll(self):
+        "Read the pointer once; if it names another bundle, switch to it unless a step fails."
+        try: p = await run_in_threadpool(self.st.read_json, 'current.json')
+        except Exception as e:                          # a registry out of reach: keep serving, say so once
+            if str(e) != self.unread: print(f"opsbook-serve: cannot read the pointer of {self.st.url} ({e}); still "
+                                            f"serving {self.svc.bundle.card.version}", file=sys.stderr, flush=True)
+            self.unread = str(e); return
+        self.unread = None
+        if not p or p == self.refused: return
+        if p['card_sha256'] == self.pointer['card_sha256']: self.pointer = p; return   # moved back to what serves
+        try: b, shapes = await run_in_threadpool(self.load, p)
+        except SwapError as e: return self.refuse(p, e)
+        self.switch(b, shapes, p)
+
+    async def run(self):
+        while True:
+            await asyncio.sleep(self.svc.s.poll_s)
+            await self.poll()
+
+    def start(self): self.task = asyncio.create_task(self.run())
+
+    async def stop(self):
+        "Stop polling, and retire the bundles still waiting for their requests."
+        for t in [self.task, *self.retiring]: t.cancel()
+        await asyncio.gather(self.task, *self.retiring, return_exceptions=True)
+
+    def state(self) -> dict:
+        "The registry, the previous version, the switches, the loads and the latest refusal, for `/model`."
+        return dict(registry=self.st.url, previous=self.previous, swaps=self.swaps, loads=dict(self.loads),
+                    last_failure=self.failure)
