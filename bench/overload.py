@@ -32,11 +32,11 @@ from flood import Sampler, status_kb, worker_pids
 bench = Path(__file__).resolve().parent
 FAST_503_MS, P99_S, GOODPUT, RSS_MB = 100, 2.0, 0.9, 1024
 
-def start(bundle:Path, port:int, workers:int, db:Path, *args) -> subprocess.Popen:
-    "`opsbook-serve` on `bundle`, its output in `db`.log, ready when /readyz answers and all its workers run."
+def start(port:int, workers:int, db:Path, *args) -> subprocess.Popen:
+    "`opsbook-serve *args` with one thread a worker, its output in `db`.log, ready when /readyz answers and all its workers run."
     with open(f'{db}.log', 'w') as out:
-        p = subprocess.Popen(['opsbook-serve', '--bundle', str(bundle), '--port', str(port), '--workers', str(workers), '--threads', '1',
-                              '--log-db', str(db), '--allow-unapproved', *args], stdout=out, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(['opsbook-serve', '--port', str(port), '--workers', str(workers), '--threads', '1',
+                              '--log-db', str(db), *args], stdout=out, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while time.time() < deadline and p.poll() is None:
         try:
@@ -67,16 +67,17 @@ async def capacity(url:str, data:bytes, seconds:float, conc:int=8) -> float:
         await asyncio.gather(*[loop() for _ in range(conc)])
         return ok / (time.perf_counter() - t0)
 
-async def open_loop(url:str, data:bytes, rate:float, seconds:float) -> tuple[list, list, float]:
-    "A request every 1/`rate` s for `seconds`, whatever the answers: each answer, how late each send started, the start."
+async def open_loop(url:str, data:bytes, rate:float, seconds:float, send=post, during=None) -> tuple[list, list, float, object]:
+    "A `send` every 1/`rate` s for `seconds` whatever the answers, while `during()` runs in a thread: answers, lags, start, its result."
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)) as c:
+        side = asyncio.create_task(asyncio.to_thread(during)) if during else None
         tasks, lag, t0 = [], [], time.perf_counter()
         for i in range(int(rate * seconds)):
             due = t0 + i / rate
             await asyncio.sleep(max(0, due - time.perf_counter()))
             lag.append(time.perf_counter() - due)
-            tasks.append(asyncio.create_task(post(c, url, data)))
-        return await asyncio.gather(*tasks), lag, t0
+            tasks.append(asyncio.create_task(send(c, url, data)))
+        return await asyncio.gather(*tasks), lag, t0, (await side if side else None)
 
 def pct(xs, q) -> float|None: return round(float(np.percentile(xs, q)), 4) if len(xs) else None
 
@@ -84,14 +85,14 @@ def phase(bundle:Path, data:bytes, rate:float, cap:float, a, work:Path, *args) -
     "One open-loop run at `rate` on a fresh server started with `args`."
     port = free_port()
     db = work/f'overload-{port}.db'
-    srv = start(bundle, port, a.workers, db, *args)
+    srv = start(port, a.workers, db, '--bundle', str(bundle), '--allow-unapproved', *args)
     url = f'http://127.0.0.1:{port}'
     try:
         asyncio.run(capacity(f'{url}/predict', data, 2))                                  # warm up, and the throughput estimate
         workers = worker_pids(srv.pid)
         for p in workers: Path(f'/proc/{p}/clear_refs').write_text('5')                  # VmHWM back to the current RSS
         sampler = Sampler(srv.pid); sampler.start()
-        answers, lag, t0 = asyncio.run(open_loop(f'{url}/predict', data, rate, a.seconds))
+        answers, lag, t0, _ = asyncio.run(open_loop(f'{url}/predict', data, rate, a.seconds))
         sampler.done.set(); sampler.join()
         hwm = {p: status_kb(p, 'VmHWM') / 1024 for p in workers}
         restarts = len(set(worker_pids(srv.pid)) - set(workers))
@@ -157,7 +158,7 @@ if __name__ == '__main__':
         Image.open(digits.split('test').path.iloc[0]).convert('RGB').resize((224, 224)).save(b, 'PNG')
         data = b.getvalue()
         port = free_port()
-        srv = start(bundle, port, a.workers, work/'capacity.db', '--no-admission')
+        srv = start(port, a.workers, work/'capacity.db', '--bundle', str(bundle), '--allow-unapproved', '--no-admission')
         try: cap = asyncio.run(capacity(f'http://127.0.0.1:{port}/predict', data, a.capacity_s))
         finally: stop(srv)
         rate = a.rate_x * cap

@@ -34,7 +34,7 @@ agreeing; growth ≤ 50 MB per worker after the swaps; each bad bundle refused b
 `python bench/swap.py [--seconds 60] [--promotions 20] [--load 0.7] [--swaps 50]`. Prints a table, writes
 bench/swap.json.
 """
-import argparse, asyncio, json, os, platform, shutil, sqlite3, subprocess, sys, tempfile, threading, time
+import argparse, asyncio, json, os, platform, shutil, sqlite3, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 import httpx, numpy as np
@@ -67,21 +67,8 @@ if __name__ == '__main__' and sys.argv[1:2] == ['--arena-cycles']:           # t
 sys.path.insert(0, str(bench.parent/'tests'))
 from serve import commit, free_port, resnet_bundle, stop
 from flood import status_kb, worker_pids
-from overload import capacity, pct
+from overload import capacity, open_loop, pct, start
 from test_swap import BAD, forced, version
-
-def start(registry:Path, port:int, db:Path, workers:int, poll_s:float, *args) -> subprocess.Popen:
-    "`opsbook-serve --registry`, its output in `db`.log, ready when /readyz answers and all its workers run."
-    with open(f'{db}.log', 'w') as out:
-        p = subprocess.Popen(['opsbook-serve', '--registry', str(registry), '--port', str(port), '--workers', str(workers),
-                              '--threads', '1', '--log-db', str(db), '--poll-s', str(poll_s), *args], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + 600
-    while time.time() < deadline and p.poll() is None:
-        try:
-            if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=5).status_code == 200 and len(worker_pids(p.pid)) == workers: return p
-        except httpx.TransportError: pass
-        time.sleep(0.3)
-    stop(p); raise RuntimeError(f"opsbook-serve did not become ready: {Path(f'{db}.log').read_text()[-3000:]}")
 
 def states(url:str, workers:int, tries:int=200) -> dict[int, dict]:
     "Each worker's /model by pid, asked on new connections until every worker answered."
@@ -108,18 +95,6 @@ async def post(c:httpx.AsyncClient, url:str, data:bytes) -> dict:
         status, v, rid = r.status_code, r.headers.get('x-model-version'), r.json().get('request_id')
     except httpx.HTTPError as e: status, v, rid = type(e).__name__, None, None
     return dict(status=status, s=time.perf_counter() - t, sent=t, version=v, request_id=rid)
-
-async def open_loop(url:str, data:bytes, rate:float, seconds:float, during=None) -> tuple[list, list, object]:
-    "A request every 1/`rate` s for `seconds` whatever the answers, while `during()` runs in a thread; the answers, lags, its result."
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)) as c:
-        side = asyncio.create_task(asyncio.to_thread(during)) if during else None
-        tasks, lag, t0 = [], [], time.perf_counter()
-        for i in range(int(rate * seconds)):
-            due = t0 + i / rate
-            await asyncio.sleep(max(0, due - time.perf_counter()))
-            lag.append(time.perf_counter() - due)
-            tasks.append(asyncio.create_task(post(c, url, data)))
-        return await asyncio.gather(*tasks), lag, (await side if side else None)
 
 def summary(answers:list, lag:list) -> dict:
     "Statuses, socket errors, and the 200s' latency of an open-loop phase."
@@ -177,15 +152,15 @@ def load_phases(a, work:Path, data:bytes) -> dict:
     reg, port = work/'reg', free_port()
     promote(reg, one, reason='bench/swap.py: first')
     url, db = f'http://127.0.0.1:{port}', work/'swap.db'
-    srv = start(reg, port, db, a.workers, a.poll_s)
+    srv = start(port, a.workers, db, '--registry', str(reg), '--poll-s', str(a.poll_s))
     try:
         cap = asyncio.run(capacity(f'{url}/predict', data, a.capacity_s))
         rate = a.load * cap
-        ans, lag, _ = asyncio.run(open_loop(f'{url}/predict', data, rate, a.steady_s))
+        ans, lag, _, _ = asyncio.run(open_loop(f'{url}/predict', data, rate, a.steady_s, post))
         steady = summary(ans, lag)
         every = a.seconds / (a.promotions + 1)
-        swap_ans, lag, proms = asyncio.run(open_loop(f'{url}/predict', data, rate, a.seconds,
-                                                     lambda: promotions(reg, [one, two], a.promotions, every, url, a.workers, False)))
+        swap_ans, lag, _, proms = asyncio.run(open_loop(f'{url}/predict', data, rate, a.seconds, post,
+                                                        lambda: promotions(reg, [one, two], a.promotions, every, url, a.workers, False)))
         swapping = summary(swap_ans, lag)
         proms = swap_windows(proms, swap_ans)
         v = proms[-1]['version']
@@ -193,7 +168,8 @@ def load_phases(a, work:Path, data:bytes) -> dict:
         under = [x for x in swap_ans if any(p['at'] <= x['sent'] <= p['at'] + p['swap_s'] for p in proms)]
         swapping['while_swapping'] = summary(under, [0])
         swapping['between_swaps'] = summary([x for x in swap_ans if x not in under], [0])
-        bad_ans, lag, refused = asyncio.run(open_loop(f'{url}/predict', data, rate, a.bad_s, lambda: refusals(reg, one, url, a.workers)))
+        bad_ans, lag, _, refused = asyncio.run(open_loop(f'{url}/predict', data, rate, a.bad_s, post,
+                                                          lambda: refusals(reg, one, url, a.workers)))
         bad = dict(summary(bad_ans, lag), refused=refused)
         m = httpx.get(f'{url}/metrics').text
     finally: stop(srv)
@@ -215,7 +191,7 @@ def memory_phase(a, work:Path, digits) -> dict:
     reg, port = work/'rreg', free_port()
     promote(reg, r1, allow_unapproved=True)
     url = f'http://127.0.0.1:{port}'
-    srv = start(reg, port, work/'mem.db', a.workers, 0.2, '--allow-unapproved')
+    srv = start(port, a.workers, work/'mem.db', '--registry', str(reg), '--poll-s', '0.2', '--allow-unapproved')
     img = __import__('io').BytesIO()
     from PIL import Image
     Image.open(digits.split('test').path.iloc[0]).convert('RGB').resize((224, 224)).save(img, 'PNG')

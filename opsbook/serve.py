@@ -641,7 +641,7 @@ async def logged(svc:Service, request_id:str, wait_s:float=1.0) -> dict|None:
     return row
 
 @labelling.post('/feedback', response_model=FeedbackAnswer, summary="Send a prediction's true label (the last wins)",
-                 responses=UNKNOWN | responses(422))
+                 responses=UNKNOWN | responses(400, 422))
 async def feedback(fb:Feedback, svc:Service=Depends(service)):
     if fb.label not in svc.bundle.classes: raise HTTPException(422, f"label {fb.label!r} is not one of the model's "
                                                                     f"classes {svc.bundle.classes}")
