@@ -256,7 +256,6 @@ if __name__ == '__main__':
     ap.add_argument('--bundle', help='an approved digits bundle to use instead of training one')
     ap.add_argument('--out', default=str(bench/'swap.json'))
     a = ap.parse_args()
-    from PIL import Image
     from opsbook.data import digits_folder, scan_folder
     digits = scan_folder(digits_folder())
     load0 = os.getloadavg()
